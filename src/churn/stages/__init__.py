@@ -1,0 +1,19 @@
+"""The five DVC stages, one module each: prepare, featurize, train, evaluate, register.
+
+Each `main()` reads params.yaml, reads its inputs, calls library functions, stages its outputs, logs to
+MLflow, and publishes the outputs only once everything succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from churn.params import Params
+
+
+def entry(run: Callable[[Params], None]) -> None:
+    """Run a stage function under the CLI wrapper (one-line errors, logging) with the validated params."""
+    from churn.cli import run_cli
+    from churn.params import load_params
+
+    run_cli(lambda: run(load_params()))

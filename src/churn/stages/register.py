@@ -1,0 +1,132 @@
+"""register: log the full inference pipeline (raw columns in, churn probability out) and, when it passes
+the validation gate and differs from every existing version, register it and move the aliases.
+
+in: models/*.pkl, reports/metrics.json, data/prepared/test.parquet | out: reports/register.json
+params: register, evaluate.primary_metric, data
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from churn.io import StagedOutputs, file_md5, read_json, read_parquet, read_pickle, write_json
+from churn.models import inference_pipeline
+from churn.params import Params
+from churn.stages import entry
+from churn.stages.evaluate import METRICS
+from churn.stages.featurize import PREPROCESSOR
+from churn.stages.prepare import TEST as PREPARED_TEST
+from churn.stages.train import MODEL
+from churn.tracking import stage_run
+
+DECISION = Path("reports/register.json")
+MODEL_NAME_IN_RUN = "model"
+TRUSTED_TYPES = {
+    "logistic_regression": ["numpy.dtype"],
+    "random_forest": ["numpy.dtype", "sklearn.tree._tree.Tree"],
+    "xgboost": ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"],
+}
+RUNTIME_PACKAGES = {
+    "logistic_regression": ["scikit-learn", "skops", "numpy", "scipy", "pandas"],
+    "random_forest": ["scikit-learn", "skops", "numpy", "scipy", "pandas"],
+    "xgboost": ["scikit-learn", "skops", "numpy", "scipy", "pandas", "xgboost-cpu"],
+}
+
+
+def pip_requirements(model_type: str) -> list[str]:
+    """Explicit requirements (inferring them costs seconds: MLflow imports the model in a subprocess)."""
+    pins = []
+    for package in RUNTIME_PACKAGES[model_type]:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def model_md5() -> str:
+    """One hash for the model and its preprocessing, as DVC recorded them."""
+    digest = hashlib.md5(f"{file_md5(PREPROCESSOR)}:{file_md5(MODEL)}".encode())  # noqa: S324
+    return digest.hexdigest()
+
+
+def run(params: Params) -> None:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from churn.registry import gate, register
+
+    data = params.data
+    inputs = [MODEL, PREPROCESSOR, METRICS, PREPARED_TEST]
+    with StagedOutputs("register") as out:
+        with stage_run("register", params.mlflow.experiment, inputs) as run:
+            run.log_params({"register": asdict(params.register)})
+            pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
+            metrics = read_json(METRICS)
+            example = read_parquet(PREPARED_TEST)[list(data.features)].head(5)
+            decision = {**gate(metrics, params.register), "model_md5": model_md5()}
+
+            staged = {str(DECISION): out.path(DECISION)}
+            write_json(decision, staged[str(DECISION)])
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name=MODEL_NAME_IN_RUN,
+                signature=infer_signature(example, pipeline.predict_proba(example)),
+                input_example=example,
+                pip_requirements=pip_requirements(params.model.type),
+                pyfunc_predict_fn="predict_proba",
+                skops_trusted_types=TRUSTED_TYPES[params.model.type],
+            )
+            run.log_artifact(Path("params.yaml"), "lineage")
+            run.record_outputs(staged)
+
+            if not decision["passed"]:
+                failed = [k for k, c in decision["checks"].items() if not c["passed"]]
+                run.set_tags({"registry.decision": f"gate failed: {', '.join(failed)}"})
+            else:
+                lineage = _lineage(params, metrics, run)
+                outcome = register(
+                    run.store.client, params.register.model_name, info.model_uri, run.run_id,
+                    decision["model_md5"], metrics, lineage,
+                    json.dumps({"params": _params_dict(params), "metrics": metrics}, indent=1),
+                    params.evaluate.primary_metric, params.register.min_improvement,
+                )
+                run.set_tags({"registry.decision": outcome.reason, "registry.version": str(outcome.version)})
+                _log_outcome(params.register.model_name, outcome)
+        out.publish()
+
+
+def _params_dict(params: Params) -> dict:
+    return {k: v for k, v in asdict(params).items() if k != "generate"}
+
+
+def _lineage(params: Params, metrics: dict, run) -> dict[str, str]:
+    from churn.tracking import dvc_tags, git_tags
+
+    raw = Path(params.data.raw_path)
+    return {
+        **git_tags(),
+        **dvc_tags(),
+        "data.path": str(raw),
+        "data.md5": file_md5(raw) if raw.exists() else "",
+        "model.type": params.model.type,
+        "run_id": run.run_id,
+    }
+
+
+def _log_outcome(name: str, outcome) -> None:
+    import logging
+
+    logging.getLogger(__name__).info("registry %s: version %s (%s)", name, outcome.version, outcome.reason)
+
+
+def main() -> None:
+    entry(run)
+
+
+if __name__ == "__main__":
+    main()
