@@ -45,9 +45,7 @@ def _to_numeric(column: pd.Series, name: str, source: str) -> pd.Series:
     bad = values.isna() & ~blank
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(
-            source, f"column {name!r} must be numeric, found {column.iloc[row]!r} at data row {row + 1}"
-        )
+        raise DataError(source, f"column {name!r} must be numeric, found {column.iloc[row]!r} at data row {row + 1}")
     return values.astype("float64")
 
 
@@ -62,9 +60,7 @@ def encode_target(column: pd.Series, data: DataParams, source: str) -> pd.Series
     classes = sorted(set(text.unique()) - {""})
     positive = str(data.positive_label)
     if len(classes) < 2:
-        raise DataError(
-            source, f"target {data.target!r} has one class ({classes[0] if classes else 'none'}); need two"
-        )
+        raise DataError(source, f"target {data.target!r} has one class ({classes[0] if classes else 'none'}); need two")
     if len(classes) > 2:
         raise DataError(source, f"target {data.target!r} must be binary, found {len(classes)} classes: {classes[:5]}")
     if positive not in classes:
@@ -96,8 +92,6 @@ def split(frame: pd.DataFrame, target: str, test_size: float, seed: int) -> tupl
 
     counts = frame[target].value_counts()
     if counts.min() < 2 or len(frame) * test_size < 2 or len(frame) * (1 - test_size) < 2:
-        raise DataError(
-            "prepare", f"too few rows to split ({len(frame)} rows, smallest class {int(counts.min())})"
-        )
+        raise DataError("prepare", f"too few rows to split ({len(frame)} rows, smallest class {int(counts.min())})")
     train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame[target])
     return train.reset_index(drop=True), test.reset_index(drop=True)

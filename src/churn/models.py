@@ -28,9 +28,7 @@ def build_model(model: ModelParams, seed: int, n_jobs: int):
     if model.type == "xgboost":
         from xgboost import XGBClassifier
 
-        return XGBClassifier(
-            tree_method="hist", random_state=seed, n_jobs=n_jobs, eval_metric="logloss", **hyper
-        )
+        return XGBClassifier(tree_method="hist", random_state=seed, n_jobs=n_jobs, eval_metric="logloss", **hyper)
     raise ValueError(f"unknown model.type {model.type!r}")  # params validation already rejects this
 
 

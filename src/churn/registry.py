@@ -26,10 +26,16 @@ METRIC_TAG = "metric."
 def gate(metrics: dict[str, float], params: RegisterParams) -> dict:
     """The validation thresholds from params, each with the value seen and whether it passed."""
     checks = {
-        "roc_auc": {"value": metrics["roc_auc"], "min": params.min_roc_auc,
-                    "passed": metrics["roc_auc"] >= params.min_roc_auc},
-        "log_loss": {"value": metrics["log_loss"], "max": params.max_log_loss,
-                     "passed": metrics["log_loss"] <= params.max_log_loss},
+        "roc_auc": {
+            "value": metrics["roc_auc"],
+            "min": params.min_roc_auc,
+            "passed": metrics["roc_auc"] >= params.min_roc_auc,
+        },
+        "log_loss": {
+            "value": metrics["log_loss"],
+            "max": params.max_log_loss,
+            "passed": metrics["log_loss"] <= params.max_log_loss,
+        },
     }
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
 
@@ -106,7 +112,9 @@ def register(
         client.set_registered_model_alias(name, CHAMPION, version)
         return Registration(version, True, True, f"beats version {incumbent.version} on {primary_metric} by {gain:.6f}")
     return Registration(
-        version, True, False,
+        version,
+        True,
+        False,
         f"{primary_metric} {metrics[primary_metric]:.6f} does not beat champion version "
         f"{incumbent.version} ({incumbent_value:.6f}) by {min_improvement}",
     )

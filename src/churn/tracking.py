@@ -56,17 +56,15 @@ def repo_root() -> Path:
 
 
 def _absolute(uri: str, root: Path) -> str:
-    """Make a relative sqlite:/// or file: URI absolute against the repository root."""
-    for scheme in ("sqlite:///", "file:"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):]
-            if scheme == "file:":
-                rest = rest.removeprefix("//")
-            if rest and not rest.startswith("/"):
-                return f"{scheme}{(root / rest).resolve()}" if scheme == "file:" else f"sqlite:///{(root / rest).resolve()}"
-    if "://" not in uri and uri:  # a bare path, as MLflow allows
-        path = Path(uri)
-        return str(path if path.is_absolute() else (root / path).resolve())
+    """Make a relative sqlite:/// or file: URI (or a bare path) absolute against the repository root."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        return uri if path.startswith("/") else f"sqlite:///{(root / path).resolve()}"
+    if uri.startswith("file:"):
+        path = uri.removeprefix("file:").removeprefix("//")
+        return uri if path.startswith("/") else (root / path).resolve().as_uri()
+    if "://" not in uri:  # a bare path, as MLflow allows
+        return str((root / uri).resolve())
     return uri
 
 
@@ -106,7 +104,8 @@ def _preflight(uri: str) -> None:
         import sqlalchemy
 
         try:
-            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5} if uri.startswith("postgresql") else {})
+            connect_args = {"connect_timeout": 5} if uri.startswith("postgresql") else {}
+            engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
             with engine.connect():
                 pass
             engine.dispose()
@@ -219,7 +218,7 @@ def pipeline_key() -> tuple[str, str] | None:
     ancestor = _dvc_ancestor()
     if ancestor:
         pid, started = ancestor
-        commit = (_git("rev-parse", "--short", "HEAD") or "nogit")
+        commit = _git("rev-parse", "--short", "HEAD") or "nogit"
         return f"repro:{socket.gethostname()}:{pid}:{started:.3f}", f"repro@{commit}"
     return None
 
@@ -274,7 +273,7 @@ class StageRun:
         items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
         for run_id in self._targets(parent):
             for start in range(0, len(items), 100):
-                self.store.client.log_batch(run_id, params=items[start:start + 100])
+                self.store.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "", parent: bool = True) -> None:
         import time
@@ -326,9 +325,7 @@ def stage_run(stage: str, experiment: str, inputs: list[Path]) -> Iterator[Stage
             "dvc.stage": os.environ.get("DVC_STAGE", stage),
             "data.md5": combined_md5(inputs) if inputs else "",
         }
-        active = mlflow.start_run(
-            experiment_id=store.experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags
-        )
+        active = mlflow.start_run(experiment_id=store.experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags)
     except ChurnError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -379,7 +376,8 @@ def _summary(experiment: str) -> None:
     lines = ["", "Pipeline finished."]
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss") if k in metrics)
+        headline = ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss")
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in headline if k in metrics)
         lines.append(f"  test metrics: {shown}")
     lines.append(f"  MLflow runs:  {redact(uri)} (experiment {experiment!r})")
     lines.append(f"  MLflow UI:    {ui_command(uri)}")

@@ -66,8 +66,14 @@ def run(params: Params) -> None:
             confusion_matrix_png(matrix, labels, staged[str(FIG_CONFUSION)])
             feature_importance_png(importance, staged[str(FIG_IMPORTANCE)])
             curve_png(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", staged[str(FIG_ROC)], diagonal=True)
-            curve_png(prc, "recall", "precision", f"Precision-recall (AP {metrics['pr_auc']:.3f})",
-                      staged[str(FIG_PRC)], diagonal=False)
+            curve_png(
+                prc,
+                "recall",
+                "precision",
+                f"Precision-recall (AP {metrics['pr_auc']:.3f})",
+                staged[str(FIG_PRC)],
+                diagonal=False,
+            )
 
             run.log_metrics(metrics, prefix="test_")
             for final, path in staged.items():

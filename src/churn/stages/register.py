@@ -90,10 +90,16 @@ def run(params: Params) -> None:
             else:
                 lineage = _lineage(params, metrics, run)
                 outcome = register(
-                    run.store.client, params.register.model_name, info.model_uri, run.run_id,
-                    decision["model_md5"], metrics, lineage,
+                    run.store.client,
+                    params.register.model_name,
+                    info.model_uri,
+                    run.run_id,
+                    decision["model_md5"],
+                    metrics,
+                    lineage,
                     json.dumps({"params": _params_dict(params), "metrics": metrics}, indent=1),
-                    params.evaluate.primary_metric, params.register.min_improvement,
+                    params.evaluate.primary_metric,
+                    params.register.min_improvement,
                 )
                 run.set_tags({"registry.decision": outcome.reason, "registry.version": str(outcome.version)})
                 _log_outcome(params.register.model_name, outcome)

@@ -35,8 +35,13 @@ def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[d
     estimator = build_model(params.model, params.train.seed, params.train.n_jobs)
     folds = list(
         iter_cv_folds(
-            preprocessor, estimator, prepared_train, target,
-            params.train.cv_folds, params.train.seed, params.evaluate.threshold,
+            preprocessor,
+            estimator,
+            prepared_train,
+            target,
+            params.train.cv_folds,
+            params.train.seed,
+            params.evaluate.threshold,
         )
     )
     return folds, summarise_folds(folds)

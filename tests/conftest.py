@@ -1,0 +1,95 @@
+"""Shared fixtures: the repository's params, small generated tables, and an isolated stage workspace."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from churn.generate import generate
+
+REPO = Path(__file__).resolve().parents[1]
+TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
+
+
+@pytest.fixture(scope="session")
+def repo_params_raw() -> dict:
+    """params.yaml of the repository, as a plain mapping (copy before changing it)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def params_raw(repo_params_raw) -> dict:
+    return copy.deepcopy(repo_params_raw)
+
+
+@pytest.fixture
+def customers():
+    """A few hundred generated customers: the bundled sample's shape, small enough for stage tests."""
+    return generate(400, seed=7)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, params_raw, customers):
+    """A directory laid out like the repository, with params.yaml, a raw CSV and its own MLflow store.
+
+    The current directory is the workspace, so stages run as DVC would run them.
+    """
+    return _make_workspace(tmp_path, monkeypatch, params_raw, customers)
+
+
+@pytest.fixture(scope="module")
+def module_workspace(tmp_path_factory, repo_params_raw):
+    """The `workspace` layout shared by one test module: one pipeline run that many small tests assert on."""
+    root = tmp_path_factory.mktemp("workspace")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _make_workspace(root, monkeypatch, copy.deepcopy(repo_params_raw), generate(400, seed=7))
+
+
+def _make_workspace(root: Path, monkeypatch: pytest.MonkeyPatch, params_raw: dict, customers) -> Path:
+    (root / "data" / "raw").mkdir(parents=True)
+    customers.to_csv(root / "data" / "raw" / "customers.csv", index=False, float_format="%.2f")
+    params_raw["train"]["cv_folds"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params_raw, sort_keys=False))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", f"test-{root.name}")
+    for var in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    return root
+
+
+def write_params(root: Path, raw: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses that run the project's CLIs and DVC: this interpreter's venv first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+    env.setdefault("GIT_AUTHOR_NAME", "test")
+    env.setdefault("GIT_AUTHOR_EMAIL", "test@localhost")
+    env.setdefault("GIT_COMMITTER_NAME", "test")
+    env.setdefault("GIT_COMMITTER_EMAIL", "test@localhost")
+    env.update(extra)
+    return env
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's tracked layout (code, pipeline, params, DVC config) into `dest`, without outputs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "bin", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest

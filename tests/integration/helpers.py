@@ -1,0 +1,77 @@
+"""Helpers for integration tests: temporary git+DVC repositories of the project, commands, MLflow queries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from churn.generate import write_csv
+from tests.conftest import copy_project, project_env
+
+PYTHON = sys.executable
+DVC = [PYTHON, "-m", "dvc"]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 900):
+    result = subprocess.run(cmd, cwd=cwd, env=env or project_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
+            f"stderr:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def make_repo(root: Path, rows: int = 600, params: dict | None = None, raw: Path | None = None) -> Path:
+    """A git repository holding the project, with DVC initialised and a raw CSV tracked by DVC.
+
+    `params` entries are merged into params.yaml block by block; `raw` replaces the generated sample.
+    """
+    copy_project(root)
+    settings = yaml.safe_load((root / "params.yaml").read_text())
+    settings["train"]["cv_folds"] = 3
+    for block, values in (params or {}).items():
+        settings[block].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    raw_path = root / settings["data"]["raw_path"]
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is None:
+        write_csv(rows, 42, raw_path, progress=False)
+    else:
+        raw_path.write_bytes(raw.read_bytes())
+    run(["git", "init", "-q", "-b", "main"], root)
+    run([*DVC, "init", "-q"], root)
+    run([*DVC, "remote", "add", "-d", "local", "../dvc-storage"], root)
+    run([*DVC, "add", "-q", settings["data"]["raw_path"]], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "project"], root)
+    return root
+
+
+def mlflow_runs(root: Path, experiment: str = "churn"):
+    """All runs of the repository's local store, as a DataFrame (empty if none)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id], max_results=5000)
+
+
+def parents_and_children(runs) -> tuple[list, dict[str, list]]:
+    parents = [r for r in runs if r.data.tags.get("churn.role") == "pipeline"]
+    children: dict[str, list] = {p.info.run_id: [] for p in parents}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent:
+            children.setdefault(parent, []).append(r)
+    return parents, children
+
+
+def exp_show(root: Path) -> list[dict]:
+    return json.loads(run([*DVC, "exp", "show", "--json"], root).stdout)
