@@ -46,6 +46,8 @@ def run(params: Params) -> None:
 
 
 def _log_datasets(raw, train, test, params: Params, raw_path: Path) -> None:
+    import warnings
+
     import mlflow
 
     from churn.io import file_md5
@@ -59,7 +61,9 @@ def _log_datasets(raw, train, test, params: Params, raw_path: Path) -> None:
         (test, "prepared_test", "testing", str(TEST), target),
     ]
     for frame, name, context, src, targets in datasets:
-        dataset = mlflow.data.from_pandas(frame.head(sample), source=src, name=name, targets=targets)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the integer-schema hint: the target is 0/1 by design
+            dataset = mlflow.data.from_pandas(frame.head(sample), source=src, name=name, targets=targets)
         mlflow.log_input(dataset, context=context)
 
 
