@@ -64,7 +64,7 @@ def _log_datasets(raw, train, test, params: Params, raw_path: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the integer-schema hint: the target is 0/1 by design
             dataset = mlflow.data.from_pandas(frame.head(sample), source=src, name=name, targets=targets)
-        mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)
 
 
 def main() -> None:
