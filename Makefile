@@ -54,3 +54,37 @@ lock: setup ## re-pin requirements.txt from its direct pins
 
 clean: ## remove stage outputs and caches (keeps .venv, the MLflow store and the DVC cache)
 	rm -rf data/prepared data/features models reports/figures .staging-* .pytest_cache .ruff_cache
+
+# --- experiments (issue 3) -----------------------------------------------------------------------
+.PHONY: sweep compare
+JOBS ?= 2
+
+sweep: init ## queue every family's grid from params `sweep` as DVC experiments and run them (JOBS=2)
+	$(BIN)/python -m churn.sweep --run --jobs $(JOBS)
+
+compare: setup ## rank experiments (DVC + MLflow), sync dvc.exp_rev tags, write reports/compare.html
+	$(BIN)/python -m churn.compare
+
+# --- Tuning (issue 5): an Optuna study on the train split's CV, tracked in MLflow, applied through DVC -----
+.PHONY: tune
+TRIALS ?=
+TIMEOUT ?=
+STORAGE ?=
+APPLY ?=
+
+tune: init ## Optuna study (needs `make run` first): make tune [TRIALS=n] [TIMEOUT=s] [STORAGE=url] [APPLY=1]
+	$(BIN)/python -m churn.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1 yes true,$(APPLY)),--apply)
+
+# --- Registry, serving, batch scoring (issue 4) ----------------------------------------------------
+.PHONY: registry serve
+PORT ?= 5001
+
+registry: ## list the registry's versions with aliases and metrics (python -m churn.registry --help)
+	$(BIN)/python -m churn.registry list
+
+serve: ## serve the champion with `mlflow models serve` on 127.0.0.1:$(PORT) (PORT=5001); POST rows to /invocations
+	@uri="$$($(BIN)/python -m churn.registry uri)" && store="$$($(BIN)/python -m churn.tracking uri)" && \
+	echo "serving $$uri on http://127.0.0.1:$(PORT)/invocations" && \
+	MLFLOW_TRACKING_URI="$$store" exec $(BIN)/mlflow models serve -m "$$uri" --env-manager local \
+		--host 127.0.0.1 --port $(PORT)

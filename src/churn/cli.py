@@ -14,6 +14,8 @@ log = logging.getLogger("churn")
 
 def configure_logging() -> None:
     level = os.environ.get("CHURN_LOG_LEVEL", "INFO").upper()
+    # MLflow sets its own logger's level when imported (later, lazily); this is the setting it reads.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # MLflow and friends are chatty at INFO; keep their warnings.
     for name in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "numexpr"):

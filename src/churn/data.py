@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from churn.errors import DataError
@@ -44,8 +43,12 @@ def _to_numeric(column: pd.Series, name: str, source: str) -> pd.Series:
     values = pd.to_numeric(text.where(~blank), errors="coerce")
     bad = values.isna() & ~blank
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(source, f"column {name!r} must be numeric, found {column.iloc[row]!r} at data row {row + 1}")
+        row = bad.idxmax()  # a label: the row's position in the file, kept through the filtering above
+        raise DataError(
+            source, f"column {name!r} must be numeric, found {column.loc[row]!r} at data row {int(row) + 1}"
+        )
+    if values.isna().all():
+        raise DataError(source, f"column {name!r} has no values; expected numbers (or drop it from data.numerical)")
     return values.astype("float64")
 
 
@@ -78,12 +81,12 @@ def validate_and_clean(raw: pd.DataFrame, data: DataParams, source: str) -> pd.D
         raise DataError(source, f"target {data.target!r} is empty in every row")
     if unlabeled.any():
         log.warning("%s: dropping %d rows with no %s", source, int(unlabeled.sum()), data.target)
-    kept = raw.loc[~unlabeled.to_numpy()].reset_index(drop=True)
+    kept = raw.loc[~unlabeled.to_numpy()]  # index = row position in the file, for error messages
     columns: dict[str, pd.Series] = {c: kept[c].astype(str) for c in data.id_columns}
     columns.update({c: _to_numeric(kept[c], c, source) for c in data.numerical})
     columns.update({c: _to_category(kept[c]) for c in data.categorical})
     columns[data.target] = encode_target(kept[data.target], data, source)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns).reset_index(drop=True)
 
 
 def split(frame: pd.DataFrame, target: str, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

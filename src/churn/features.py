@@ -16,7 +16,9 @@ def build_preprocessor(data: DataParams, params: FeaturizeParams) -> ColumnTrans
     """An unfitted ColumnTransformer from the declared raw columns to a dense numeric matrix."""
     parts = []
     if data.numerical:
-        steps = [("impute", SimpleImputer(strategy=params.numeric_impute))]
+        # keep_empty_features: a column with no value in the train split still yields one output column,
+        # so outputs map one-to-one onto the declared features.
+        steps = [("impute", SimpleImputer(strategy=params.numeric_impute, keep_empty_features=True))]
         if params.scale:
             steps.append(("scale", StandardScaler()))
         parts.append(("num", Pipeline(steps), list(data.numerical)))
@@ -26,8 +28,12 @@ def build_preprocessor(data: DataParams, params: FeaturizeParams) -> ColumnTrans
             min_frequency=params.min_category_frequency,
             sparse_output=False,
         )
-        impute = SimpleImputer(strategy="constant", fill_value="missing", missing_values=None)
-        parts.append(("cat", Pipeline([("impute", impute), ("onehot", encoder)]), list(data.categorical)))
+        # Missing categories arrive as NaN (from parquet) or None (from a caller's raw rows): one imputer
+        # each, since SimpleImputer matches a single marker (and skops cannot store pd.NA, which matches both).
+        nan = SimpleImputer(strategy="constant", fill_value="missing")
+        none = SimpleImputer(strategy="constant", fill_value="missing", missing_values=None)
+        steps = [("impute_nan", nan), ("impute_none", none), ("onehot", encoder)]
+        parts.append(("cat", Pipeline(steps), list(data.categorical)))
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
 
 

@@ -85,7 +85,10 @@ def iter_blocks(rows: int, seed: int):
     children = np.random.SeedSequence(seed).spawn((rows + BLOCK_ROWS - 1) // BLOCK_ROWS)
     for index, child in enumerate(children):
         start = index * BLOCK_ROWS
-        yield generate_block(start, min(BLOCK_ROWS, rows - start), np.random.default_rng(child))
+        # Always draw a whole block, then cut: values are drawn column by column, so a shorter draw
+        # would change every column after the first and break the prefix property.
+        block = generate_block(start, BLOCK_ROWS, np.random.default_rng(child))
+        yield block.head(min(BLOCK_ROWS, rows - start))
 
 
 def generate(rows: int, seed: int) -> pd.DataFrame:

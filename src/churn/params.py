@@ -88,6 +88,13 @@ class RegisterParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str
+    tracking_uri: str
+
+
+@dataclass(frozen=True)
+class CompareParams:
+    sort_by: str
+    curves: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Params:
     evaluate: EvaluateParams
     register: RegisterParams
     mlflow: MlflowParams
+    sweep: dict[str, dict[str, list[Any]]]
+    compare: CompareParams
 
 
 RF_KEYS = {
@@ -194,14 +203,16 @@ class _Reader:
             raise ParamError(self.key(name), "one of " + ", ".join(choices), value, self.source)
         return value
 
-    def hyper(self, name: str, spec: dict[str, type]) -> dict[str, Any]:
+    def hyper(self, name: str, spec: dict[str, type], nullable: tuple[str, ...] = ()) -> dict[str, Any]:
         block = self.block(name)
         unknown = sorted(set(block.raw) - set(spec))
         if unknown:
             raise ParamError(block.key(unknown[0]), "one of " + ", ".join(spec), "unknown key", self.source)
         out: dict[str, Any] = {}
         for key, kind in spec.items():
-            if kind is int:
+            if key in nullable and block.get(key) is None:
+                out[key] = None
+            elif kind is int:
                 out[key] = block.integer(key, minimum=1)
             elif key in ("subsample", "colsample_bytree"):
                 out[key] = block.fraction(key, closed=True)
@@ -212,6 +223,15 @@ class _Reader:
         if "min_samples_split" in out and out["min_samples_split"] < 2:
             raise ParamError(block.key("min_samples_split"), "an integer >= 2", out["min_samples_split"], self.source)
         return out
+
+
+def _optional_string(reader: _Reader, name: str) -> str:
+    value = reader.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ParamError(reader.key(name), "a string (empty for the default)", value, reader.source)
+    return value.strip()
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -270,7 +290,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             C=m.positive("C"),
             max_iter=m.integer("max_iter", minimum=1),
             class_weight=class_weight,
-            random_forest=m.hyper("random_forest", RF_KEYS),
+            random_forest=m.hyper("random_forest", RF_KEYS, nullable=("max_depth",)),
             xgboost=m.hyper("xgboost", XGB_KEYS),
         ),
         evaluate=EvaluateParams(
@@ -283,8 +303,36 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             max_log_loss=r.positive("max_log_loss"),
             min_improvement=r.number("min_improvement"),
         ),
-        mlflow=MlflowParams(experiment=ml.string("experiment")),
+        mlflow=MlflowParams(experiment=ml.string("experiment"), tracking_uri=_optional_string(ml, "tracking_uri")),
+        sweep=_sweep(root.block("sweep")),
+        compare=CompareParams(
+            sort_by=root.block("compare").choice("sort_by", METRICS),
+            curves=root.block("compare").integer("curves", minimum=1),
+        ),
     )
+
+
+def _sweep(block: _Reader) -> dict[str, dict[str, list[Any]]]:
+    """Grids per family: every key must be a hyper-parameter of that family, every value a non-empty list."""
+    keys = {
+        "logistic_regression": ("C", "max_iter", "class_weight"),
+        "random_forest": tuple(RF_KEYS),
+        "xgboost": tuple(XGB_KEYS),
+    }
+    grids: dict[str, dict[str, list[Any]]] = {}
+    for family, grid in block.raw.items():
+        if family not in keys:
+            raise ParamError(block.key(family), "a model family: " + ", ".join(MODEL_TYPES), "unknown", block.source)
+        inner = block.block(family)
+        for key, values in grid.items():
+            if key not in keys[family]:
+                raise ParamError(
+                    inner.key(key), f"a {family} hyper-parameter: " + ", ".join(keys[family]), "unknown", block.source
+                )
+            if not isinstance(values, list) or not values:
+                raise ParamError(inner.key(key), "a non-empty list of values", values, block.source)
+        grids[family] = {k: list(v) for k, v in grid.items()}
+    return grids
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from mlflow import MlflowClient
 
+    from churn.params import MlflowParams
+
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
@@ -68,10 +70,12 @@ def _absolute(uri: str, root: Path) -> str:
     return uri
 
 
-def tracking_uri(root: Path | None = None) -> str:
+def tracking_uri(root: Path | None = None, configured: str = "") -> str:
+    """params `mlflow.tracking_uri` if set (it travels with a queued experiment, so no worker's environment
+    can redirect it), else MLFLOW_TRACKING_URI, else the repository's own sqlite store."""
     root = root or repo_root()
-    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return _absolute(configured, root) if configured else f"sqlite:///{root / STORE_FILE}"
+    chosen = configured.strip() or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return _absolute(chosen, root) if chosen else f"sqlite:///{root / STORE_FILE}"
 
 
 def is_local_store(uri: str) -> bool:
@@ -131,14 +135,14 @@ class Store:
     client: MlflowClient
 
 
-def connect(experiment: str) -> Store:
+def connect(experiment: str, configured_uri: str = "") -> Store:
     """Open (creating once, under a lock) the store and the experiment; set MLflow's URI for this process."""
     import mlflow
     from filelock import FileLock
     from mlflow import MlflowClient
 
     root = repo_root()
-    uri = tracking_uri(root)
+    uri = tracking_uri(root, configured_uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
     _preflight(uri)
@@ -214,7 +218,12 @@ def pipeline_key() -> tuple[str, str] | None:
         return key, key
     name = os.environ.get("DVC_EXP_NAME")
     if name:
-        return f"exp:{os.environ.get('DVC_EXP_BASELINE_REV', '')}:{name}", name
+        # params.yaml's hash too: `dvc exp run -f -n NAME` may reuse a name with other params, and
+        # MLflow refuses to change a logged param, so that execution needs a parent of its own.
+        from churn.io import file_md5
+
+        params_md5 = file_md5("params.yaml")[:12] if Path("params.yaml").exists() else ""
+        return f"exp:{os.environ.get('DVC_EXP_BASELINE_REV', '')}:{name}:{params_md5}", name
     ancestor = _dvc_ancestor()
     if ancestor:
         pid, started = ancestor
@@ -306,7 +315,7 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(stage: str, experiment: str, inputs: list[Path]) -> Iterator[StageRun]:
+def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterator[StageRun]:
     """One MLflow run for one stage execution, under the pipeline's parent run.
 
     On success the run (and the parent, for now) ends FINISHED; on any error both end FAILED with the
@@ -316,7 +325,7 @@ def stage_run(stage: str, experiment: str, inputs: list[Path]) -> Iterator[Stage
 
     from churn.io import combined_md5
 
-    store = connect(experiment)
+    store = connect(settings.experiment, settings.tracking_uri)
     context = {**git_tags(), **dvc_tags()}
     try:
         parent_id = find_or_create_parent(store, context)
@@ -355,9 +364,11 @@ def stage_run(stage: str, experiment: str, inputs: list[Path]) -> Iterator[Stage
 # --- command line: make run's setup and summary ------------------------------------------------
 
 
-def _init(experiment: str) -> None:
-    store = connect(experiment)
-    log.info("MLflow store ready: %s (experiment %r, id %s)", redact(store.uri), experiment, store.experiment_id)
+def _init(settings: MlflowParams) -> None:
+    store = connect(settings.experiment, settings.tracking_uri)
+    log.info(
+        "MLflow store ready: %s (experiment %r, id %s)", redact(store.uri), settings.experiment, store.experiment_id
+    )
 
 
 def ui_command(uri: str) -> str:
@@ -366,12 +377,13 @@ def ui_command(uri: str) -> str:
     return f"open {uri}"
 
 
-def _summary(experiment: str) -> None:
+def _summary(settings: MlflowParams) -> None:
     import json
 
     from churn.cli import log as cli_log
 
-    uri = tracking_uri()
+    experiment = settings.experiment
+    uri = tracking_uri(configured=settings.tracking_uri)
     metrics_path = Path("reports/metrics.json")
     lines = ["", "Pipeline finished."]
     if metrics_path.exists():
@@ -395,13 +407,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def _main() -> None:
-        experiment = load_params().mlflow.experiment
+        settings = load_params().mlflow
         if args.command == "init":
-            _init(experiment)
+            _init(settings)
         elif args.command == "summary":
-            _summary(experiment)
+            _summary(settings)
         else:
-            print(tracking_uri())  # noqa: T201 - machine-readable output
+            print(tracking_uri(configured=settings.tracking_uri))  # noqa: T201 - machine-readable output
 
     run_cli(_main)
 

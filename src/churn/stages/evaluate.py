@@ -15,25 +15,27 @@ import numpy as np
 
 from churn.features import raw_feature_importance
 from churn.io import StagedOutputs, read_parquet, read_pickle, write_json
+from churn.layout import (
+    CONFUSION,
+    FEATURES_TEST,
+    FIG_CONFUSION,
+    FIG_IMPORTANCE,
+    FIG_PRC,
+    FIG_ROC,
+    IMPORTANCE,
+    METRICS,
+    MODEL,
+    PRC,
+    PREPROCESSOR,
+    REPORT,
+    ROC,
+)
 from churn.metrics import classification_metrics, classification_report, pr_points, roc_points
 from churn.params import Params
 from churn.plots import confusion_matrix_png, curve_png, feature_importance_png
 from churn.stages import entry
-from churn.stages.featurize import PREPROCESSOR
-from churn.stages.featurize import TEST as FEATURES_TEST
-from churn.stages.train import MODEL
 from churn.tracking import stage_run
 
-METRICS = Path("reports/metrics.json")
-ROC = Path("reports/plots/roc.json")
-PRC = Path("reports/plots/prc.json")
-CONFUSION = Path("reports/plots/confusion.csv")
-REPORT = Path("reports/classification_report.json")
-IMPORTANCE = Path("reports/feature_importance.json")
-FIG_CONFUSION = Path("reports/figures/confusion_matrix.png")
-FIG_IMPORTANCE = Path("reports/figures/feature_importance.png")
-FIG_ROC = Path("reports/figures/roc.png")
-FIG_PRC = Path("reports/figures/precision_recall.png")
 OUTPUTS = (METRICS, ROC, PRC, CONFUSION, REPORT, IMPORTANCE, FIG_CONFUSION, FIG_IMPORTANCE, FIG_ROC, FIG_PRC)
 
 
@@ -41,7 +43,7 @@ def run(params: Params) -> None:
     target = params.data.target
     threshold = params.evaluate.threshold
     with StagedOutputs("evaluate") as out:
-        with stage_run("evaluate", params.mlflow.experiment, [MODEL, PREPROCESSOR, FEATURES_TEST]) as run:
+        with stage_run("evaluate", params.mlflow, [MODEL, PREPROCESSOR, FEATURES_TEST]) as run:
             run.log_params({"evaluate": asdict(params.evaluate)})
             model = read_pickle(MODEL)
             preprocessor = read_pickle(PREPROCESSOR)

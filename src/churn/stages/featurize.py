@@ -6,25 +6,21 @@ in: data/prepared/*.parquet | out: data/features/*.parquet, models/preprocessor.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from churn.features import build_preprocessor, transform
 from churn.io import StagedOutputs, read_parquet, write_parquet, write_pickle
+from churn.layout import FEATURES_TEST as TEST
+from churn.layout import FEATURES_TRAIN as TRAIN
+from churn.layout import PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
 from churn.params import Params
 from churn.stages import entry
-from churn.stages.prepare import TEST as PREPARED_TEST
-from churn.stages.prepare import TRAIN as PREPARED_TRAIN
 from churn.tracking import stage_run
-
-TRAIN = Path("data/features/train.parquet")
-TEST = Path("data/features/test.parquet")
-PREPROCESSOR = Path("models/preprocessor.pkl")
 
 
 def run(params: Params) -> None:
     data = params.data
     with StagedOutputs("featurize") as out:
-        with stage_run("featurize", params.mlflow.experiment, [PREPARED_TRAIN, PREPARED_TEST]) as run:
+        with stage_run("featurize", params.mlflow, [PREPARED_TRAIN, PREPARED_TEST]) as run:
             run.log_params({"featurize": asdict(params.featurize)})
             train = read_parquet(PREPARED_TRAIN)
             test = read_parquet(PREPARED_TEST)

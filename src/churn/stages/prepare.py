@@ -10,19 +10,18 @@ from pathlib import Path
 
 from churn.data import read_raw, split, validate_and_clean
 from churn.io import StagedOutputs, write_parquet
+from churn.layout import PREPARED_TEST as TEST
+from churn.layout import PREPARED_TRAIN as TRAIN
 from churn.params import Params
 from churn.stages import entry
 from churn.tracking import stage_run
-
-TRAIN = Path("data/prepared/train.parquet")
-TEST = Path("data/prepared/test.parquet")
 
 
 def run(params: Params) -> None:
     data = params.data
     raw_path = Path(data.raw_path)
     with StagedOutputs("prepare") as out:
-        with stage_run("prepare", params.mlflow.experiment, [raw_path] if raw_path.exists() else []) as run:
+        with stage_run("prepare", params.mlflow, [raw_path] if raw_path.exists() else []) as run:
             run.log_params({"data": asdict(data), "prepare": asdict(params.prepare)})
             raw = read_raw(raw_path, data)
             clean = validate_and_clean(raw, data, str(raw_path))

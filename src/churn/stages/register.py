@@ -14,21 +14,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from churn.io import StagedOutputs, file_md5, read_json, read_parquet, read_pickle, write_json
+from churn.layout import DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
 from churn.models import inference_pipeline
 from churn.params import Params
 from churn.stages import entry
-from churn.stages.evaluate import METRICS
-from churn.stages.featurize import PREPROCESSOR
-from churn.stages.prepare import TEST as PREPARED_TEST
-from churn.stages.train import MODEL
 from churn.tracking import stage_run
 
-DECISION = Path("reports/register.json")
 MODEL_NAME_IN_RUN = "model"
+# Types skops may load besides its defaults: dtype objects and each family's own estimator internals.
+_SAFE = ["numpy.dtype"]
 TRUSTED_TYPES = {
-    "logistic_regression": ["numpy.dtype"],
-    "random_forest": ["numpy.dtype", "sklearn.tree._tree.Tree"],
-    "xgboost": ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"],
+    "logistic_regression": _SAFE,
+    "random_forest": [*_SAFE, "sklearn.tree._tree.Tree"],
+    "xgboost": [*_SAFE, "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"],
 }
 RUNTIME_PACKAGES = {
     "logistic_regression": ["scikit-learn", "skops", "numpy", "scipy", "pandas"],
@@ -48,35 +46,47 @@ def pip_requirements(model_type: str) -> list[str]:
     return pins
 
 
-def model_md5() -> str:
-    """One hash for the model and its preprocessing, as DVC recorded them."""
-    digest = hashlib.md5(f"{file_md5(PREPROCESSOR)}:{file_md5(MODEL)}".encode())  # noqa: S324
+def model_md5(signature_json: str) -> str:
+    """One hash for the model, its preprocessing (as DVC recorded them) and the signature it is served with."""
+    digest = hashlib.md5(f"{file_md5(PREPROCESSOR)}:{file_md5(MODEL)}:{signature_json}".encode())  # noqa: S324
     return digest.hexdigest()
+
+
+def raw_signature(data, example, proba):
+    """The signature on the raw columns: categories as strings; numbers as `any`, because MLflow refuses
+    int64 -> double and pandas reads a whole-number column of a raw CSV (age, tenure) as int64. The model's
+    metadata names the numerical and categorical columns, and `churn.predict` checks the numbers."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), c) for c in data.numerical] + [ColSpec("string", c) for c in data.categorical])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, proba).outputs)
 
 
 def run(params: Params) -> None:
     import mlflow
-    from mlflow.models import infer_signature
 
     from churn.registry import gate, register
 
     data = params.data
     inputs = [MODEL, PREPROCESSOR, METRICS, PREPARED_TEST]
     with StagedOutputs("register") as out:
-        with stage_run("register", params.mlflow.experiment, inputs) as run:
+        with stage_run("register", params.mlflow, inputs) as run:
             run.log_params({"register": asdict(params.register)})
             pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
             metrics = read_json(METRICS)
             example = read_parquet(PREPARED_TEST)[list(data.features)].head(5)
-            decision = {**gate(metrics, params.register), "model_md5": model_md5()}
+            signature = raw_signature(data, example, pipeline.predict_proba(example))
+            decision = {**gate(metrics, params.register), "model_md5": model_md5(json.dumps(signature.to_dict()))}
 
             staged = {str(DECISION): out.path(DECISION)}
             write_json(decision, staged[str(DECISION)])
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name=MODEL_NAME_IN_RUN,
-                signature=infer_signature(example, pipeline.predict_proba(example)),
+                signature=signature,
                 input_example=example,
+                metadata={"numerical": list(data.numerical), "categorical": list(data.categorical)},
                 pip_requirements=pip_requirements(params.model.type),
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=TRUSTED_TYPES[params.model.type],
@@ -97,7 +107,7 @@ def run(params: Params) -> None:
                     decision["model_md5"],
                     metrics,
                     lineage,
-                    json.dumps({"params": _params_dict(params), "metrics": metrics}, indent=1),
+                    json.dumps({"lineage": lineage, "params": _params_dict(params), "metrics": metrics}, indent=1),
                     params.evaluate.primary_metric,
                     params.register.min_improvement,
                 )

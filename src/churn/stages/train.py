@@ -7,20 +7,14 @@ out: models/model.pkl, reports/cv_metrics.json | params: model, train, data.targ
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from churn.errors import DataError
 from churn.io import StagedOutputs, read_parquet, read_pickle, write_json, write_pickle
+from churn.layout import CV_METRICS, FEATURES_TRAIN, MODEL, PREPARED_TRAIN, PREPROCESSOR
 from churn.models import build_model, iter_cv_folds, summarise_folds
 from churn.params import Params
 from churn.stages import entry
-from churn.stages.featurize import PREPROCESSOR
-from churn.stages.featurize import TRAIN as FEATURES_TRAIN
-from churn.stages.prepare import TRAIN as PREPARED_TRAIN
 from churn.tracking import stage_run
-
-MODEL = Path("models/model.pkl")
-CV_METRICS = Path("reports/cv_metrics.json")
 
 
 def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[dict], dict[str, float]]:
@@ -51,7 +45,7 @@ def run(params: Params) -> None:
     target = params.data.target
     inputs = [PREPARED_TRAIN, FEATURES_TRAIN, PREPROCESSOR]
     with StagedOutputs("train") as out:
-        with stage_run("train", params.mlflow.experiment, inputs) as run:
+        with stage_run("train", params.mlflow, inputs) as run:
             run.log_params(
                 {"model": {"type": params.model.type, **params.model.hyperparameters()}, "train": asdict(params.train)}
             )

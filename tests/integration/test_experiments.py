@@ -1,0 +1,162 @@
+"""Queued sweeps lose nothing: real `dvc exp run --queue` + `dvc queue start -j 2`, counted in MLflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import project_env
+from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, parents_and_children, run
+
+pytestmark = pytest.mark.slow
+TRAIN_ON = {"train", "evaluate", "register"}
+
+
+def wait_queue(root: Path, env: dict | None = None) -> str:
+    code = "from churn.sweep import wait_for_queue; print(wait_for_queue(2.0))"
+    return run([PYTHON, "-c", code], root, env).stdout
+
+
+def experiments(root: Path) -> dict[str, dict]:
+    return {
+        e["name"]: rev for base in exp_show(root) for e in base.get("experiments") or [] for rev in e.get("revs") or []
+    }
+
+
+def no_store_under_dvc_tmp(root: Path) -> list[Path]:
+    names = {"mlflow.db", "mlruns", "mlartifacts"}
+    return [p for p in (root / ".dvc" / "tmp").rglob("*") if p.name in names]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = make_repo(tmp_path_factory.mktemp("sweep") / "repo")
+    run([PYTHON, "-m", "churn.tracking", "init"], root)
+    run([*DVC, "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "baseline results"], root)
+    return root
+
+
+def test_queued_grid_with_two_workers_tracks_every_experiment(repo):
+    before = {r.info.run_id for r in mlflow_runs(repo)}
+    queued = run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.01,0.1,1"], repo).stdout
+    assert queued.count("Queued experiment") == 3
+    run([*DVC, "queue", "start", "-j", "2"], repo)
+    status = wait_queue(repo)
+    assert status.count("Success") == 3, status
+
+    names = set(experiments(repo))
+    assert len(names) == 3
+    new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
+    parents, children = parents_and_children(new)
+    assert sorted(p.data.tags["dvc.exp_name"] for p in parents) == sorted(names)
+    for parent in parents:
+        assert parent.data.tags["dvc.baseline_rev"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+        assert {c.data.tags["dvc.stage"] for c in children[parent.info.run_id]} == TRAIN_ON
+    assert no_store_under_dvc_tmp(repo) == []
+
+
+def test_run_cache_restore_stays_traceable_and_compare_agrees(repo):
+    """The same params again: DVC restores train/evaluate/register from its run-cache, no stage runs,
+    and `churn.compare` still leads from the new experiment to the run that computed its results."""
+    before = {r.info.run_id for r in mlflow_runs(repo)}
+    run([*DVC, "exp", "run", "-S", "model.C=0.01", "--name", "again-001"], repo)
+    assert {r.info.run_id for r in mlflow_runs(repo)} == before  # nothing ran, nothing logged
+
+    result = run([PYTHON, "-m", "churn.compare"], repo)
+    text = result.stdout + result.stderr
+    assert "again-001" in text
+    row = next(line for line in text.splitlines() if line.startswith("again-001"))
+    assert "(restored)" in row
+    original = next(
+        r
+        for r in mlflow_runs(repo)
+        if r.data.tags.get("churn.role") == "pipeline" and r.data.params.get("model.C") == "0.01"
+    )
+    assert original.info.run_id[:12] in row
+    # compare tagged each experiment's own parent with its commit
+    exps = experiments(repo)
+    tagged = {
+        r.data.tags.get("dvc.exp_name"): r.data.tags.get("dvc.exp_rev")
+        for r in mlflow_runs(repo)
+        if r.data.tags.get("churn.role") == "pipeline" and r.data.tags.get("dvc.exp_name")
+    }
+    for name, rev in tagged.items():
+        assert rev == exps[name]["rev"], name
+    assert (repo / "reports" / "compare.html").exists()
+
+
+def test_compare_html_renders_in_headless_chromium(repo, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed here (CI installs it)")
+    run([PYTHON, "-m", "churn.compare"], repo)
+    page = (repo / "reports" / "compare.html").as_uri()
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<tr>") >= 4 + 1  # header + baseline + 3 sweep experiments (+ the restored one)
+    assert dom.stdout.count('class="series"') >= 2 * 3  # ROC and PR curves of several experiments
+    shot = tmp_path / "compare.png"
+    done = subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1400,1200", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    from PIL import Image  # matplotlib's dependency
+
+    image = Image.open(shot).convert("RGB")
+    colours = {c for _, c in image.getcolors(maxcolors=1 << 20)}
+    assert (31, 119, 180) in colours  # the first curve's colour was drawn
+    assert len(colours) > 50
+
+
+def test_sweep_into_a_store_that_does_not_exist_yet(tmp_path):
+    """Two workers start against a store nobody created: its creation is serialised by the file lock."""
+    root = make_repo(tmp_path / "repo", rows=400)
+    assert not (root / "mlflow.db").exists()
+    run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.05,0.2"], root)
+    run([*DVC, "queue", "start", "-j", "2"], root)
+    status = wait_queue(root)
+    assert status.count("Success") == 2, status
+    parents, children = parents_and_children(mlflow_runs(root))
+    assert len(parents) == 2
+    assert all(len(children[p.info.run_id]) == 5 for p in parents)
+    assert no_store_under_dvc_tmp(root) == []
+
+
+def test_a_stamped_tracking_uri_wins_over_a_worker_environment(tmp_path):
+    """`make sweep` stamps the store into each queued experiment: a worker whose environment points
+    elsewhere cannot redirect the runs."""
+    root = make_repo(tmp_path / "repo", rows=400)
+    run([PYTHON, "-m", "churn.tracking", "init"], root)
+    run([*DVC, "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "baseline"], root)
+    intended = f"sqlite:///{root / 'mlflow.db'}"
+    run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.3", "-S", f"mlflow.tracking_uri={intended}"], root)
+    elsewhere = tmp_path / "elsewhere.db"
+    env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
+    run([*DVC, "queue", "start", "-j", "1"], root, env)
+    assert wait_queue(root, env).count("Success") == 1
+    assert not elsewhere.exists()
+    names = {p.data.tags.get("dvc.exp_name") for p in parents_and_children(mlflow_runs(root))[0]}
+    assert set(experiments(root)) <= names

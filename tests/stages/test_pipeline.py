@@ -1,0 +1,254 @@
+"""The five stages run in order on 400 generated customers, with a real MLflow store in the workspace.
+
+One pipeline run per module (a module-scoped fixture); the tests below each check one part of its result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.io import file_md5, read_pickle
+from churn.metrics import MAX_CURVE_POINTS
+from churn.params import METRICS, load_params
+from churn.stages import evaluate, featurize, prepare, register, train
+
+STAGES = ("prepare", "featurize", "train", "evaluate", "register")
+MODULES = (prepare, featurize, train, evaluate, register)
+PNG = b"\x89PNG\r\n\x1a\n"
+MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+pytestmark = pytest.mark.slow  # the module's one pipeline run takes several seconds (MLflow store, log_model)
+
+
+def _runs(client, experiment_id):
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def pipeline(module_workspace):
+    """Run prepare .. register once and snapshot MLflow; re-run register with nothing changed; then once
+    more with a gate the model cannot pass."""
+    from mlflow import MlflowClient
+
+    from churn.tracking import tracking_uri
+
+    params = load_params()
+    for module in MODULES:
+        module.run(params)
+    client = MlflowClient(tracking_uri())
+    experiment_id = client.get_experiment_by_name(params.mlflow.experiment).experiment_id
+    name = params.register.model_name
+    first = SimpleNamespace(
+        runs=_runs(client, experiment_id),
+        versions=client.search_model_versions(f"name = '{name}'"),
+        decision=json.loads((module_workspace / "reports" / "register.json").read_text()),
+    )
+
+    register.run(load_params())
+    rerun = SimpleNamespace(
+        runs=_runs(client, experiment_id),
+        versions=client.search_model_versions(f"name = '{name}'"),
+        decision=json.loads((module_workspace / "reports" / "register.json").read_text()),
+    )
+
+    # A stricter gate on the same model, as a new pipeline execution (MLflow refuses to change the params
+    # already logged to a parent run): the decision says so, and the registry is left alone.
+    strict = replace(params, register=replace(params.register, min_roc_auc=0.999))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("CHURN_PIPELINE_KEY", "stricter-gate")
+        register.run(strict)
+    gated = SimpleNamespace(
+        versions=client.search_model_versions(f"name = '{name}'"),
+        decision=json.loads((module_workspace / "reports" / "register.json").read_text()),
+    )
+    return SimpleNamespace(root=module_workspace, params=params, client=client, first=first, rerun=rerun, gated=gated)
+
+
+def _parquet(pipeline, path: str) -> pd.DataFrame:
+    return pd.read_parquet(pipeline.root / path)
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def test_prepare_splits_400_rows_80_20(pipeline):
+    train_df = _parquet(pipeline, "data/prepared/train.parquet")
+    test_df = _parquet(pipeline, "data/prepared/test.parquet")
+    assert (len(train_df), len(test_df)) == (320, 80)
+    data = pipeline.params.data
+    assert list(train_df.columns) == [*data.id_columns, *data.numerical, *data.categorical, data.target]
+    ids = set(train_df["customer_id"]) | set(test_df["customer_id"])
+    assert len(ids) == 400
+    assert not set(train_df["customer_id"]) & set(test_df["customer_id"])
+    assert set(train_df["churn"]) == {0, 1}
+    assert abs(train_df["churn"].mean() - test_df["churn"].mean()) < 0.02  # stratified
+    assert train_df["total_charges"].dtype == "float64"
+    assert train_df["total_charges"].isna().sum() + test_df["total_charges"].isna().sum() == int(
+        (pd.read_csv(pipeline.root / data.raw_path)["tenure"] == 0).sum()
+    )
+
+
+def test_featurize_writes_complete_numeric_features(pipeline):
+    for path, rows in (("data/features/train.parquet", 320), ("data/features/test.parquet", 80)):
+        features = _parquet(pipeline, path)
+        assert len(features) == rows
+        assert "churn" in features.columns
+        assert not features.isna().any().any()
+        assert all(features[c].dtype == "float64" for c in features.columns if c != "churn")
+    assert (pipeline.root / "models" / "preprocessor.pkl").is_file()
+
+
+def test_preprocessor_is_fitted_on_train_split_only(pipeline):
+    pre = read_pickle(pipeline.root / "models" / "preprocessor.pkl")
+    scaler = pre.named_transformers_["num"].named_steps["scale"]
+    numerical = list(pipeline.params.data.numerical)
+    train_df = _parquet(pipeline, "data/prepared/train.parquet")[numerical]
+    everything = pd.concat([train_df, _parquet(pipeline, "data/prepared/test.parquet")[numerical]])
+    np.testing.assert_allclose(scaler.mean_, train_df.fillna(train_df.median()).mean().to_numpy())
+    assert not np.allclose(scaler.mean_, everything.fillna(everything.median()).mean().to_numpy())
+
+
+def test_train_writes_model_and_cv_metrics(pipeline):
+    model = read_pickle(pipeline.root / "models" / "model.pkl")
+    assert type(model).__name__ == "LogisticRegression"
+    cv = json.loads((pipeline.root / "reports" / "cv_metrics.json").read_text())
+    assert set(cv) == set(METRICS) | {f"{m}_std" for m in METRICS}
+    assert 0.5 < cv["roc_auc"] <= 1.0
+
+
+def test_evaluate_writes_metrics_and_plot_data(pipeline):
+    reports = pipeline.root / "reports"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert set(metrics) == set(METRICS)
+    assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS if k != "log_loss")
+    assert metrics["roc_auc"] > 0.7  # the generated data has signal; a broken pipeline scores ~0.5
+    roc = json.loads((reports / "plots" / "roc.json").read_text())["roc"]
+    prc = json.loads((reports / "plots" / "prc.json").read_text())["prc"]
+    for points in (roc, prc):
+        assert 2 <= len(points) <= MAX_CURVE_POINTS
+        assert all(math.isfinite(v) for p in points for v in p.values())
+    confusion = pd.read_csv(reports / "plots" / "confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == 80
+    assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["accuracy"])
+    report = json.loads((reports / "classification_report.json").read_text())
+    assert report["1"]["support"] == int(confusion["actual"].sum())
+    importance = json.loads((reports / "feature_importance.json").read_text())
+    assert set(importance) == set(pipeline.params.data.features)
+    assert sum(importance.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["confusion_matrix", "feature_importance", "roc", "precision_recall"])
+def test_evaluate_figures_are_png(pipeline, name):
+    path = pipeline.root / "reports" / "figures" / f"{name}.png"
+    content = path.read_bytes()
+    assert content.startswith(PNG)
+    assert len(content) > 2000
+
+
+def test_register_decision_passed(pipeline):
+    decision = pipeline.first.decision
+    assert decision["passed"] is True
+    assert set(decision["checks"]) == {"roc_auc", "log_loss"}
+    assert MD5.match(decision["model_md5"])
+
+
+def test_no_staging_folders_left(pipeline):
+    assert list(pipeline.root.rglob(".staging-*")) == []
+
+
+# --- MLflow --------------------------------------------------------------------------------------
+
+
+def _parent_and_children(runs):
+    parents = [r for r in runs if r.data.tags.get("churn.role") == "pipeline"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def test_one_parent_with_five_stage_children(pipeline):
+    parent, children = _parent_and_children(pipeline.first.runs)
+    assert len(pipeline.first.runs) == 6
+    assert sorted(c.data.tags["dvc.stage"] for c in children) == sorted(STAGES)
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        tags = child.data.tags
+        assert child.info.status == "FINISHED"
+        assert MD5.match(tags["data.md5"]), tags
+        assert tags.get("git.dirty", "false") in ("true", "false")
+        assert child.info.run_name == tags["dvc.stage"]
+
+
+def test_prepare_run_records_raw_data_and_output_hashes(pipeline):
+    _, children = _parent_and_children(pipeline.first.runs)
+    run = next(c for c in children if c.data.tags["dvc.stage"] == "prepare")
+    assert run.data.tags["data.md5"] == file_md5(pipeline.root / pipeline.params.data.raw_path)
+    for out in ("data/prepared/train.parquet", "data/prepared/test.parquet"):
+        assert run.data.tags[f"dvc.out.{out}"] == file_md5(pipeline.root / out)
+    assert run.data.metrics["prepare.rows_train"] == 320
+    assert run.data.metrics["prepare.rows_test"] == 80
+
+
+def test_parent_holds_the_test_metrics(pipeline):
+    parent, _ = _parent_and_children(pipeline.first.runs)
+    metrics = json.loads((pipeline.root / "reports" / "metrics.json").read_text())
+    assert parent.data.metrics["test_roc_auc"] == metrics["roc_auc"]
+    assert parent.data.params["model.type"] == "logistic_regression"
+
+
+def test_registered_version_is_champion(pipeline):
+    name = pipeline.params.register.model_name
+    assert [str(v.version) for v in pipeline.first.versions] == ["1"]
+    champion = pipeline.client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == "1"
+    assert str(pipeline.client.get_model_version_by_alias(name, "challenger").version) == "1"
+    assert champion.tags["model.md5"] == pipeline.first.decision["model_md5"]
+    _, children = _parent_and_children(pipeline.first.runs)
+    register_run = next(c for c in children if c.data.tags["dvc.stage"] == "register")
+    assert champion.run_id == register_run.info.run_id
+
+
+def test_champion_predicts_probabilities_from_raw_columns(pipeline):
+    import mlflow
+
+    from churn.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    raw = _parquet(pipeline, "data/prepared/test.parquet")[list(pipeline.params.data.features)]
+    model = mlflow.pyfunc.load_model(f"models:/{pipeline.params.register.model_name}@champion")
+    proba = np.asarray(model.predict(raw))
+    assert proba.shape == (80, 2)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # The same numbers as the pipeline's own preprocessor and model files.
+    pre = read_pickle(pipeline.root / "models" / "preprocessor.pkl")
+    estimator = read_pickle(pipeline.root / "models" / "model.pkl")
+    np.testing.assert_allclose(proba[:, 1], estimator.predict_proba(pre.transform(raw))[:, 1])
+
+
+def test_rerun_of_register_creates_no_new_version(pipeline):
+    assert [str(v.version) for v in pipeline.rerun.versions] == ["1"]
+    assert pipeline.rerun.decision == pipeline.first.decision
+    new_runs = [r for r in pipeline.rerun.runs if r.info.run_id not in {x.info.run_id for x in pipeline.first.runs}]
+    assert len(new_runs) == 1
+    assert new_runs[0].data.tags["dvc.stage"] == "register"
+    assert new_runs[0].data.tags["registry.decision"].startswith("identical to version 1")
+
+
+def test_failed_gate_registers_nothing(pipeline):
+    decision = pipeline.gated.decision
+    assert decision["passed"] is False
+    assert decision["checks"]["roc_auc"]["passed"] is False
+    assert decision["checks"]["log_loss"]["passed"] is True
+    assert decision["model_md5"] == pipeline.first.decision["model_md5"]
+    assert [str(v.version) for v in pipeline.gated.versions] == ["1"]

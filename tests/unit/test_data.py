@@ -1,0 +1,194 @@
+"""Reading and cleaning the raw table: types, missing values, and errors that name the file, column and row."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from churn.data import read_raw, split, validate_and_clean
+from churn.errors import ChurnError, DataError
+from churn.params import DataParams
+
+SOURCE = "data/raw/tiny.csv"
+
+
+@pytest.fixture
+def schema() -> DataParams:
+    return DataParams(
+        raw_path=SOURCE,
+        id_columns=("customer_id",),
+        numerical=("age", "charges"),
+        categorical=("plan", "senior"),
+        target="churn",
+        positive_label=1,
+    )
+
+
+@pytest.fixture
+def raw() -> pd.DataFrame:
+    """Eight customers as read_raw returns them: every value is text."""
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(1, 9)],
+            "age": ["30", "41", "52", "23", "35", "60", "44", "29"],
+            "charges": ["20.5", "", "  ", "70.25", "NA", "99", "10", "15"],
+            "plan": ["basic", "pro", "basic", " pro ", "", "basic", "pro", "basic"],
+            "senior": ["0", "1", "0", "0", "1", "0", "1", "0"],
+            "churn": ["1", "0", "0", "1", "0", "1", "0", "0"],
+        }
+    )
+
+
+def test_blank_numeric_becomes_nan(raw, schema):
+    clean = validate_and_clean(raw, schema, SOURCE)
+    assert clean["charges"].dtype == "float64"
+    assert clean["charges"].isna().tolist() == [False, True, True, False, True, False, False, False]
+    assert clean["charges"].iloc[3] == 70.25
+    assert clean["age"].tolist() == [30.0, 41.0, 52.0, 23.0, 35.0, 60.0, 44.0, 29.0]
+
+
+def test_clean_does_not_mutate_its_argument(raw, schema):
+    before = raw.copy()
+    validate_and_clean(raw, schema, SOURCE)
+    pd.testing.assert_frame_equal(raw, before)
+
+
+def test_text_in_numeric_column_names_file_column_value_and_row(raw, schema):
+    bad = raw.assign(age=["30", "41", "52", "forty", "35", "60", "44", "29"])
+    with pytest.raises(DataError) as caught:
+        validate_and_clean(bad, schema, SOURCE)
+    message = str(caught.value)
+    assert message.startswith(f"{SOURCE}: ")
+    assert "'age'" in message
+    assert "'forty'" in message
+    assert "data row 4" in message
+
+
+def test_row_number_counts_rows_of_the_file_even_after_unlabeled_rows(raw, schema):
+    bad = raw.assign(
+        churn=["1", "", "0", "1", "0", "1", "0", "0"],  # data row 2 has no label and is dropped
+        age=["30", "41", "52", "forty", "35", "60", "44", "29"],  # the bad value is on data row 4 of the file
+    )
+    with pytest.raises(DataError, match=r"at data row 4$"):
+        validate_and_clean(bad, schema, SOURCE)
+
+
+def test_one_class_target_raises(raw, schema):
+    with pytest.raises(DataError, match="'churn' has one class") as caught:
+        validate_and_clean(raw.assign(churn="0"), schema, SOURCE)
+    assert str(caught.value).startswith(SOURCE)
+
+
+def test_more_than_two_classes_raises(raw, schema):
+    with pytest.raises(DataError, match="must be binary"):
+        validate_and_clean(raw.assign(churn=["1", "0", "2", "1", "0", "1", "0", "0"]), schema, SOURCE)
+
+
+def test_positive_label_absent_raises(raw, schema):
+    yes_no = DataParams(**{**schema.__dict__, "positive_label": "Yes"})
+    with pytest.raises(DataError, match=r"data\.positive_label 'Yes'") as caught:
+        validate_and_clean(raw, yes_no, SOURCE)
+    assert str(caught.value).startswith(SOURCE)
+
+
+def test_yes_no_target_maps_to_one_and_zero(raw, schema):
+    yes_no = DataParams(**{**schema.__dict__, "positive_label": "Yes"})
+    labels = ["Yes", "No", "No", "Yes", " No", "Yes ", "No", "No"]
+    clean = validate_and_clean(raw.assign(churn=labels), yes_no, SOURCE)
+    assert clean["churn"].dtype == "int64"
+    assert clean["churn"].tolist() == [1, 0, 0, 1, 0, 1, 0, 0]
+
+
+def test_categorical_zero_one_stays_text(raw, schema):
+    clean = validate_and_clean(raw, schema, SOURCE)
+    assert clean["senior"].tolist() == ["0", "1", "0", "0", "1", "0", "1", "0"]
+    assert all(isinstance(v, str) for v in clean["senior"])
+
+
+def test_categorical_is_stripped_and_blank_is_missing(raw, schema):
+    clean = validate_and_clean(raw, schema, SOURCE)
+    assert clean["plan"].iloc[3] == "pro"
+    assert pd.isna(clean["plan"].iloc[4])
+    assert clean["customer_id"].tolist() == raw["customer_id"].tolist()
+
+
+def test_rows_with_empty_target_are_dropped(raw, schema):
+    clean = validate_and_clean(raw.assign(churn=["1", "", "0", " ", "0", "1", "0", "0"]), schema, SOURCE)
+    assert clean["customer_id"].tolist() == ["C1", "C3", "C5", "C6", "C7", "C8"]
+    assert clean.index.tolist() == list(range(6))
+
+
+def test_target_empty_everywhere_raises(raw, schema):
+    with pytest.raises(DataError, match="empty in every row"):
+        validate_and_clean(raw.assign(churn=""), schema, SOURCE)
+
+
+# --- read_raw ------------------------------------------------------------------------------------
+
+HEADER = "customer_id,age,charges,plan,senior,churn,unused\n"
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "tiny.csv"
+    path.write_text(text)
+    return path
+
+
+def test_read_raw_reads_declared_columns_as_text(tmp_path, schema):
+    path = _csv(tmp_path, HEADER + "C1,30,20.5,basic,0,1,x\nC2,41,,pro,1,0,y\nC3,52,NA,basic,0,0,z\n")
+    frame = read_raw(path, schema)
+    assert list(frame.columns) == ["customer_id", "age", "charges", "plan", "senior", "churn"]
+    assert frame["charges"].tolist() == ["20.5", "", "NA"]  # text: validate_and_clean decides what is missing
+    assert frame["senior"].tolist() == ["0", "1", "0"]
+    clean = validate_and_clean(frame, schema, str(path))
+    assert clean["charges"].isna().tolist() == [False, True, True]
+    assert clean["senior"].tolist() == ["0", "1", "0"]
+
+
+def test_read_raw_missing_column_names_path_and_column(tmp_path, schema):
+    path = _csv(tmp_path, "customer_id,age,plan,senior,churn\nC1,30,basic,0,1\n")
+    with pytest.raises(DataError) as caught:
+        read_raw(path, schema)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "'charges'" in str(caught.value)
+
+
+def test_read_raw_empty_file_names_path(tmp_path, schema):
+    path = _csv(tmp_path, "")
+    assert path.stat().st_size == 0
+    with pytest.raises(DataError, match="empty") as caught:
+        read_raw(path, schema)
+    assert caught.value.path == str(path)
+
+
+def test_read_raw_header_only_names_path(tmp_path, schema):
+    path = _csv(tmp_path, HEADER)
+    with pytest.raises(DataError, match="no data rows") as caught:
+        read_raw(path, schema)
+    assert caught.value.path == str(path)
+
+
+def test_read_raw_missing_file_names_path(tmp_path, schema):
+    path = tmp_path / "absent.csv"
+    with pytest.raises(DataError, match="not found") as caught:
+        read_raw(path, schema)
+    assert caught.value.path == str(path)
+
+
+# --- split ---------------------------------------------------------------------------------------
+
+
+def test_split_is_stratified_seeded_and_complete(raw, schema):
+    frame = pd.concat([validate_and_clean(raw, schema, SOURCE)] * 5, ignore_index=True)  # 40 rows, 15 positive
+    train, test = split(frame, "churn", 0.2, seed=3)
+    assert (len(train), len(test)) == (32, 8)
+    assert math.isclose(test["churn"].mean(), frame["churn"].mean(), abs_tol=0.13)
+    again_train, _ = split(frame, "churn", 0.2, seed=3)
+    pd.testing.assert_frame_equal(train, again_train)
+
+
+def test_split_refuses_too_few_rows(raw, schema):
+    with pytest.raises(ChurnError, match="too few rows"):
+        split(validate_and_clean(raw, schema, SOURCE).head(3), "churn", 0.2, seed=0)

@@ -1,0 +1,130 @@
+"""Where the MLflow store is, how URIs are printed, how stage runs are grouped, and failing fast."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from churn import tracking
+from churn.errors import ChurnError
+from churn.tracking import pipeline_key, redact, tracking_uri
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path.resolve()
+
+
+def test_default_store_is_sqlite_under_dvc_root(root, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path / "..")  # the current directory must not matter
+    assert tracking_uri() == f"sqlite:///{root}/mlflow.db"
+    assert tracking.repo_root() == root
+
+
+def test_relative_sqlite_uri_is_made_absolute_against_root(root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    assert tracking_uri() == f"sqlite:///{root}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///stores/runs.db")
+    assert tracking_uri() == f"sqlite:///{root}/stores/runs.db"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:////var/tmp/elsewhere.db", "http://mlflow.example:5000", "postgresql://u@db:5432/mlflow"],
+)
+def test_absolute_and_server_uris_are_kept(root, monkeypatch, uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking_uri() == uri
+
+
+def test_relative_file_uri_and_bare_path_are_made_absolute(root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:mlruns")
+    uri = tracking_uri()
+    assert uri.startswith("file:")
+    assert uri.removeprefix("file:").removeprefix("//") == f"{root}/mlruns"  # file:/x and file:///x are both fine
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
+    assert tracking_uri() == f"{root}/mlruns"
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("http://alice:s3cret@mlflow.example:5000", "http://alice:***@mlflow.example:5000"),
+        ("postgresql://mlflow:pa55word@db.internal:5432/mlflow", "postgresql://mlflow:***@db.internal:5432/mlflow"),
+        ("https://token:@host/path", "https://token:***@host/path"),
+        ("http://mlflow.example:5000", "http://mlflow.example:5000"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
+def test_redact_hides_passwords(uri, shown):
+    assert redact(uri) == shown
+
+
+@pytest.fixture
+def no_pipeline_env(monkeypatch):
+    for var in ("CHURN_PIPELINE_KEY", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tracking, "_dvc_ancestor", lambda: None)
+
+
+def test_pipeline_key_uses_dvc_experiment_name_and_baseline(no_pipeline_env, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-fish")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
+    key, name = pipeline_key()
+    assert name == "lucky-fish"
+    assert "lucky-fish" in key
+    assert "0123abc" in key
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "4567def")
+    assert pipeline_key()[0] != key  # the same name on another baseline is another execution
+
+
+def test_pipeline_key_override_wins(no_pipeline_env, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-fish")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "nightly-42")
+    assert pipeline_key() == ("nightly-42", "nightly-42")
+
+
+def test_pipeline_key_of_a_stage_run_by_hand_is_none(no_pipeline_env):
+    assert pipeline_key() is None
+
+
+def test_pipeline_key_of_dvc_repro_names_the_dvc_process(no_pipeline_env, monkeypatch):
+    monkeypatch.setattr(tracking, "_dvc_ancestor", lambda: (4242, 1700000000.5))
+    key, name = pipeline_key()
+    assert key.startswith("repro:")
+    assert key.endswith(":4242:1700000000.500")
+    assert name.startswith("repro@")
+
+
+def test_connect_to_unreachable_server_fails_fast_naming_the_url(root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    # connect() sets these for MLflow's HTTP client; set them here so monkeypatch restores them afterwards.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    started = time.monotonic()
+    with pytest.raises(ChurnError) as caught:
+        tracking.connect("churn")
+    assert time.monotonic() - started < 20
+    message = str(caught.value)
+    assert "http://127.0.0.1:9" in message
+    assert "\n" not in message
+    assert not (root / "mlflow.db").exists()
+
+
+def test_connect_error_does_not_print_the_password(root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:s3cret@127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    with pytest.raises(ChurnError) as caught:
+        tracking.connect("churn")
+    assert "s3cret" not in str(caught.value)
+    assert "http://alice:***@127.0.0.1:9" in str(caught.value)
+
+
+def test_flatten_params_for_logging():
+    flat = tracking.flatten({"data": {"numerical": ("a", "b"), "target": "churn"}, "model": {"C": 1.0}})
+    assert flat == {"data.numerical": "a,b", "data.target": "churn", "model.C": "1.0"}
