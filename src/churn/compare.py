@@ -52,10 +52,10 @@ def link_runs(rows: list[ExpRow], store) -> None:
             row.mlflow_run = own.info.run_id
             _check_agreement(row, own.data.metrics)
         elif producer_parent is not None:
-            # No stage ran for this row (up to date, or restored from DVC's run-cache): the results
-            # were computed by an earlier run, found through the md5 of the metrics file.
-            row.mlflow_run = own.info.run_id if own is not None else producer_parent.info.run_id
-            row.computed_by = producer_parent.info.run_id
+            # A baseline's results, or an experiment for which no stage ran (up to date, or restored
+            # from DVC's run-cache): the run that computed them is found by the md5 of the metrics file.
+            row.mlflow_run = producer_parent.info.run_id
+            row.computed_by = None if row.is_baseline else producer_parent.info.run_id
             _check_agreement(row, producer_parent.data.metrics)
         else:
             row.notes.append("no MLflow run")

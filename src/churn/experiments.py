@@ -87,6 +87,21 @@ def experiment_rows(show: list[dict]) -> list[ExpRow]:
     return rows
 
 
+def lock_outs(rev: str, cwd: Path | None = None) -> dict[str, str]:
+    """md5 of every output, metrics and plots included, as dvc.lock records them at `rev`
+    (`dvc exp show` leaves uncached metrics out of its `outs`)."""
+    import yaml
+
+    shown = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True, cwd=cwd)
+    if shown.returncode != 0:
+        return {}
+    stages = (yaml.safe_load(shown.stdout) or {}).get("stages", {})
+    return {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])}
+
+
 def load_rows(all_commits: bool = False, cwd: Path | None = None) -> list[ExpRow]:
     args = ["exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-    return experiment_rows(json.loads(dvc(*args, cwd=cwd)))
+    rows = experiment_rows(json.loads(dvc(*args, cwd=cwd)))
+    for row in rows:
+        row.outs.update({k: v for k, v in lock_outs(row.rev, cwd).items() if v})
+    return rows
