@@ -13,6 +13,8 @@ from types import TracebackType
 
 import pandas as pd
 
+from churn.timing import phase
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ class StagedOutputs:
         return staged
 
     def publish(self) -> None:
-        for staged, final in self._pending:
+        for staged, final in self._pending:  # renames: instantaneous
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
         self.discard()
@@ -70,7 +72,8 @@ def combined_md5(paths: list[str | Path]) -> str:
 
 
 def write_json(obj: object, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    with phase("write"):
+        path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> object:
@@ -78,7 +81,8 @@ def read_json(path: str | Path) -> object:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    frame.to_parquet(path, engine="pyarrow", index=False, compression="snappy")
+    with phase("write"):
+        frame.to_parquet(path, engine="pyarrow", index=False, compression="snappy")
     log.info("wrote %s (%d rows)", path, len(frame))
 
 
@@ -93,7 +97,7 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
 
 
 def write_pickle(obj: object, path: Path) -> None:
-    with open(path, "wb") as handle:
+    with phase("write"), open(path, "wb") as handle:
         pickle.dump(obj, handle, protocol=5)
 
 

@@ -32,6 +32,14 @@ def build_model(model: ModelParams, seed: int, n_jobs: int):
     raise ValueError(f"unknown model.type {model.type!r}")  # params validation already rejects this
 
 
+def single_threaded_blas():
+    """BLAS on one thread: these fits are too small to gain from more, and parallel `dvc queue` workers
+    (or tuning workers) would oversubscribe the cores. The families' own n_jobs (train.n_jobs) still apply."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def inference_pipeline(preprocessor, estimator) -> Pipeline:
     """Raw columns in, churn probability out (predict_proba[:, 1])."""
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
@@ -54,8 +62,9 @@ def iter_cv_folds(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_idx, valid_idx in splitter.split(np.zeros(len(y)), y):
         pipeline = inference_pipeline(clone(preprocessor), clone(estimator))
-        pipeline.fit(frame.iloc[train_idx], y[train_idx])
-        proba = pipeline.predict_proba(frame.iloc[valid_idx])[:, 1]
+        with single_threaded_blas():
+            pipeline.fit(frame.iloc[train_idx], y[train_idx])
+            proba = pipeline.predict_proba(frame.iloc[valid_idx])[:, 1]
         yield classification_metrics(y[valid_idx], proba, threshold)
 
 

@@ -21,8 +21,11 @@ def _figure(width: float = 5.0, height: float = 4.0):
 
 
 def _save(plt, fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata=_META)
+    from churn.timing import phase
+
+    with phase("write"):
+        fig.tight_layout()
+        fig.savefig(path, format="png", metadata=_META)
     plt.close(fig)
 
 

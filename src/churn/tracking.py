@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churn.errors import ChurnError
+from churn.timing import timed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -276,6 +277,7 @@ class StageRun:
     parent_id: str | None
     output_md5: dict[str, str] = field(default_factory=dict)
 
+    @timed("logging")
     def log_params(self, params: dict[str, Any], parent: bool = True) -> None:
         from mlflow.entities import Param
 
@@ -284,6 +286,7 @@ class StageRun:
             for start in range(0, len(items), 100):
                 self.store.client.log_batch(run_id, params=items[start : start + 100])
 
+    @timed("logging")
     def log_metrics(self, metrics: dict[str, float], prefix: str = "", parent: bool = True) -> None:
         import time
 
@@ -294,14 +297,17 @@ class StageRun:
         for run_id in self._targets(parent):
             self.store.client.log_batch(run_id, metrics=items)
 
+    @timed("logging")
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.store.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @timed("logging")
     def set_tags(self, tags: dict[str, str], parent: bool = False) -> None:
         for run_id in self._targets(parent):
             for key, value in tags.items():
                 self.store.client.set_tag(run_id, key, value)
 
+    @timed("logging")
     def record_outputs(self, staged: dict[str, Path]) -> None:
         """Tag the run with the md5 of each output (as dvc.lock will record it), so results restored
         from DVC's run-cache can be traced back to the run that computed them."""
@@ -324,11 +330,15 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
     import mlflow
 
     from churn.io import combined_md5
+    from churn.timing import phase
 
-    store = connect(settings.experiment, settings.tracking_uri)
-    context = {**git_tags(), **dvc_tags()}
+    with phase("store"):
+        store = connect(settings.experiment, settings.tracking_uri)
+    with phase("logging"):
+        context = {**git_tags(), **dvc_tags()}
     try:
-        parent_id = find_or_create_parent(store, context)
+        with phase("logging"):
+            parent_id = find_or_create_parent(store, context)
         tags = {
             **context,
             "dvc.stage": os.environ.get("DVC_STAGE", stage),
@@ -354,9 +364,10 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
             log.warning("could not mark MLflow run %s as %s", run.run_id, status)
         raise
     try:
-        mlflow.end_run("FINISHED")
-        if parent_id:
-            store.client.set_terminated(parent_id, "FINISHED")
+        with phase("logging"):
+            mlflow.end_run("FINISHED")
+            if parent_id:
+                store.client.set_terminated(parent_id, "FINISHED")
     except Exception as exc:  # noqa: BLE001
         raise _explain(exc, store.uri) from None
 

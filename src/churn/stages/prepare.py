@@ -14,6 +14,7 @@ from churn.layout import PREPARED_TEST as TEST
 from churn.layout import PREPARED_TRAIN as TRAIN
 from churn.params import Params
 from churn.stages import entry
+from churn.timing import timed
 from churn.tracking import stage_run
 
 
@@ -44,6 +45,7 @@ def run(params: Params) -> None:
         out.publish()
 
 
+@timed("logging")
 def _log_datasets(raw, train, test, params: Params, raw_path: Path) -> None:
     import warnings
 

@@ -11,9 +11,10 @@ from dataclasses import asdict
 from churn.errors import DataError
 from churn.io import StagedOutputs, read_parquet, read_pickle, write_json, write_pickle
 from churn.layout import CV_METRICS, FEATURES_TRAIN, MODEL, PREPARED_TRAIN, PREPROCESSOR
-from churn.models import build_model, iter_cv_folds, summarise_folds
+from churn.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.params import Params
 from churn.stages import entry
+from churn.timing import timed
 from churn.tracking import stage_run
 
 
@@ -55,11 +56,12 @@ def run(params: Params) -> None:
 
             folds, summary = cross_validate(params, prepared_train, preprocessor)
             for index, fold in enumerate(folds):
-                run.store.client.log_batch(run.run_id, metrics=_fold_metrics(fold, index))
+                _log_fold(run, fold, index)
             run.log_metrics(summary, prefix="cv_")
 
             model = build_model(params.model, params.train.seed, params.train.n_jobs)
-            model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())
+            with single_threaded_blas():
+                model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())
 
             staged = {str(MODEL): out.path(MODEL), str(CV_METRICS): out.path(CV_METRICS)}
             write_pickle(model, staged[str(MODEL)])
@@ -69,13 +71,14 @@ def run(params: Params) -> None:
         out.publish()
 
 
-def _fold_metrics(fold: dict[str, float], step: int):
+@timed("logging")
+def _log_fold(run, fold: dict[str, float], step: int) -> None:
     import time
 
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(f"fold_{name}", value, now, step) for name, value in fold.items()]
+    run.store.client.log_batch(run.run_id, metrics=[Metric(f"fold_{k}", v, now, step) for k, v in fold.items()])
 
 
 def main() -> None:
