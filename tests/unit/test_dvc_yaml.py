@@ -28,6 +28,7 @@ SHARED = {
     "src/churn/params.py",
     "src/churn/io.py",
     "src/churn/tracking.py",
+    "src/churn/timing.py",  # benchmark timings only; never changes an output
 }
 
 
