@@ -160,3 +160,32 @@ def test_a_stamped_tracking_uri_wins_over_a_worker_environment(tmp_path):
     assert not elsewhere.exists()
     names = {p.data.tags.get("dvc.exp_name") for p in parents_and_children(mlflow_runs(root))[0]}
     assert set(experiments(root)) <= names
+
+
+def test_sweep_queues_each_family_and_compare_names_the_winner(repo):
+    """`make sweep` in small: two families' grids from params `sweep`, run with two workers."""
+    import yaml
+
+    settings = yaml.safe_load((repo / "params.yaml").read_text())
+    settings["sweep"] = {
+        "logistic_regression": {"C": [0.05]},
+        "xgboost": {"n_estimators": [20, 40], "max_depth": [2], "learning_rate": [0.1]},
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    before = set(experiments(repo))
+    run([PYTHON, "-m", "churn.sweep", "--run", "--jobs", "2"], repo)
+    new = {name: rev for name, rev in experiments(repo).items() if name not in before}
+    assert len(new) == 3
+    types = sorted(r["data"]["params"]["params.yaml"]["data"]["model"]["type"] for r in new.values())
+    assert types == ["logistic_regression", "xgboost", "xgboost"]
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    assert all(r["data"]["params"]["params.yaml"]["data"]["mlflow"]["tracking_uri"] == uri for r in new.values())
+
+    import re
+
+    text = run([PYTHON, "-m", "churn.compare"], repo).stderr
+    rows = text[text.index("experiment ") :].splitlines()[2:]
+    rows = [r for r in rows if re.search(r"\s\d\.\d{4}\s", r)]
+    roc = [float(re.search(r"\s(\d\.\d{4})\s", r).group(1)) for r in rows]
+    assert len(roc) >= len(new) + 1
+    assert roc == sorted(roc, reverse=True)  # ranked: the winner is the first row
