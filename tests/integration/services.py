@@ -1,0 +1,245 @@
+"""Real services for integration tests, on 127.0.0.1 and free ports, always stopped afterwards.
+
+- `moto_s3`: an S3-compatible endpoint (moto's server), standing in for the compose stack's MinIO;
+- `postgres_database`: a fresh database on the PostgreSQL server that .ci/run starts, dropped afterwards;
+- `mlflow_server`: `mlflow server` as docker-compose.yml runs it (PostgreSQL backend store, artifacts in an S3
+  bucket served through the server, basic auth), with the project's docker/mlflow/basic_auth.ini.
+
+Each server runs in its own process group, so stopping it also stops its workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import REPO, project_env
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+BIN = Path(sys.executable).parent
+REGION = "us-east-1"
+# moto accepts any key pair; these exist only because S3 clients refuse to sign without one.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+S3_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (closed again before returning)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True`, and everything it started."""
+    with suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    # Whatever is left of the group: workers that outlived their parent, or a parent deaf to SIGTERM.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@contextmanager
+def service(cmd: list[str], env: dict[str, str], log: Path, health: str, timeout: float) -> Iterator[None]:
+    """Run `cmd` in a new process group until the block ends; wait (at most `timeout` s) for `health` to answer."""
+    with log.open("wb") as handle:
+        process = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{Path(cmd[0]).name} exited {process.returncode} while starting:\n{_tail(log)}")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{Path(cmd[0]).name} did not answer {health} within {timeout:.0f} s:\n{_tail(log)}")
+            time.sleep(0.5)
+        yield
+    finally:
+        stop(process)
+
+
+# --- S3 -------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION, **S3_KEYS)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@contextmanager
+def moto_s3(workdir: Path) -> Iterator[S3]:
+    """An S3 endpoint on a free loopback port (in memory: gone when the block ends)."""
+    port = free_port()
+    cmd = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with service(cmd, project_env(), workdir / "moto.log", f"{url}/moto-api/", timeout=60):
+        yield S3(url)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------------------
+
+
+def postgres_base_uri() -> str:
+    """CHURN_TEST_POSTGRES_URI (.ci/run sets it); skips the test when unset outside CI, fails in CI."""
+    base = os.environ.get("CHURN_TEST_POSTGRES_URI", "")
+    if not base:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CHURN_TEST_POSTGRES_URI is not set in CI (.ci/run starts PostgreSQL and sets it)")
+        pytest.skip("CHURN_TEST_POSTGRES_URI is not set (see .ci/run)")
+    return base
+
+
+def libpq_dsn(uri: str) -> str:
+    """A SQLAlchemy `postgresql+psycopg2://` URI as psycopg2 itself takes it."""
+    return uri.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def _admin(base: str, statement: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(libpq_dsn(base), connect_timeout=10)
+    try:
+        connection.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the test server for the block, as a `postgresql+psycopg2://` URI."""
+    base = postgres_base_uri()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    _admin(base, f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- MLflow tracking server -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    url: str
+    admin: tuple[str, str]  # user name and its secret, made up for this server
+    log: Path
+
+    def request(self, method: str, path: str, body: dict, auth: tuple[str, str] | None = None) -> dict:
+        """Call the server's REST API (as the admin unless `auth` is given) and return the JSON answer."""
+        user, token = auth or self.admin
+        basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def create_user(self, user: str) -> tuple[str, str]:
+        """A new (non-admin) user, as the compose stack's admin would create one for a team member."""
+        token = secrets.token_hex(12)
+        self.request("POST", "/api/2.0/mlflow/users/create", {"username": user, "password": token})
+        return user, token
+
+
+def auth_config(workdir: Path) -> Path:
+    """The compose stack's basic_auth.ini, its user database moved from the container's volume to `workdir`."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "docker" / "mlflow" / "basic_auth.ini")
+    config["mlflow"]["database_uri"] = f"sqlite:///{workdir / 'basic_auth.db'}"
+    path = workdir / "basic_auth.ini"
+    with path.open("w") as handle:
+        config.write(handle)
+    return path
+
+
+@contextmanager
+def mlflow_server(workdir: Path, backend_store_uri: str, s3: S3, bucket: str) -> Iterator[MlflowServer]:
+    """The compose stack's `mlflow-migrate` then `mlflow` services, as processes on loopback."""
+    admin = ("admin", secrets.token_hex(16))
+    env = project_env(**S3_ENV)
+    env.update(
+        {
+            "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(workdir)),
+            "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        }
+    )
+    mlflow = str(BIN / "mlflow")
+    # Migrate first, in one process, as the compose file's mlflow-migrate does.
+    migrate = subprocess.run(
+        [mlflow, "db", "upgrade", backend_store_uri], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    port = free_port()
+    cmd = [
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        f"s3://{bucket}/",
+        "--serve-artifacts",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",  # the compose file's default is 4; one is plenty for a test on a small machine
+    ]
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "mlflow-server.log"
+    with service(cmd, env, log, f"{url}/health", timeout=180):
+        yield MlflowServer(url=url, admin=admin, log=log)
