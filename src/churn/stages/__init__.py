@@ -13,12 +13,12 @@ from churn.params import Params
 
 def entry(run: Callable[[Params], None]) -> None:
     """Run a stage function under the CLI wrapper (one-line errors, logging) with the validated params."""
+    import sys
+    from pathlib import Path
+
     from churn.cli import run_cli
     from churn.params import load_params
     from churn.timing import stage_timings
-
-    import sys
-    from pathlib import Path
 
     with stage_timings(Path(sys.modules[run.__module__].__file__).stem):
         run_cli(lambda: run(load_params()))

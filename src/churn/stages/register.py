@@ -18,9 +18,12 @@ from churn.layout import DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
 from churn.models import inference_pipeline
 from churn.params import Params
 from churn.stages import entry
+from churn.timing import phase
 from churn.tracking import stage_run
 
 MODEL_NAME_IN_RUN = "model"
+PIPELINE_BLOCKS = ("data", "prepare", "featurize", "train", "model", "evaluate", "register")
+DESCRIPTION_LIMIT = 5000  # characters a model version description holds in MLflow's SQL stores
 # Types skops may load besides its defaults: dtype objects and each family's own estimator internals.
 _SAFE = ["numpy.dtype"]
 TRUSTED_TYPES = {
@@ -81,16 +84,17 @@ def run(params: Params) -> None:
 
             staged = {str(DECISION): out.path(DECISION)}
             write_json(decision, staged[str(DECISION)])
-            info = mlflow.sklearn.log_model(
-                pipeline,
-                name=MODEL_NAME_IN_RUN,
-                signature=signature,
-                input_example=example,
-                metadata={"numerical": list(data.numerical), "categorical": list(data.categorical)},
-                pip_requirements=pip_requirements(params.model.type),
-                pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=TRUSTED_TYPES[params.model.type],
-            )
+            with phase("logging"):
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name=MODEL_NAME_IN_RUN,
+                    signature=signature,
+                    input_example=example,
+                    metadata={"numerical": list(data.numerical), "categorical": list(data.categorical)},
+                    pip_requirements=pip_requirements(params.model.type),
+                    pyfunc_predict_fn="predict_proba",
+                    skops_trusted_types=TRUSTED_TYPES[params.model.type],
+                )
             run.log_artifact(Path("params.yaml"), "lineage")
             run.record_outputs(staged)
 
@@ -107,7 +111,7 @@ def run(params: Params) -> None:
                     decision["model_md5"],
                     metrics,
                     lineage,
-                    json.dumps({"lineage": lineage, "params": _params_dict(params), "metrics": metrics}, indent=1),
+                    describe(lineage, _params_dict(params), metrics),
                     params.evaluate.primary_metric,
                     params.register.min_improvement,
                 )
@@ -117,7 +121,15 @@ def run(params: Params) -> None:
 
 
 def _params_dict(params: Params) -> dict:
-    return {k: v for k, v in asdict(params).items() if k != "generate"}
+    """The blocks the pipeline's stages read (not `mlflow`, whose tracking URI may hold a password)."""
+    return {k: v for k, v in asdict(params).items() if k in PIPELINE_BLOCKS}
+
+
+def describe(lineage: dict, params: dict, metrics: dict) -> str:
+    """The version description: lineage, params and metrics as JSON, compact if the readable form is too long."""
+    body = {"lineage": lineage, "params": params, "metrics": metrics}
+    text = json.dumps(body, indent=1)
+    return text if len(text) <= DESCRIPTION_LIMIT else json.dumps(body, separators=(",", ":"))
 
 
 def _lineage(params: Params, metrics: dict, run) -> dict[str, str]:
