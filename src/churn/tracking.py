@@ -129,6 +129,13 @@ def _explain(exc: Exception, uri: str) -> ChurnError:
     return ChurnError(f"MLflow store {redact(uri)}: {text}")
 
 
+def store_lock(root: Path | None = None):
+    """The file lock that serialises creating the store and changing the registry on this machine."""
+    from filelock import FileLock
+
+    return FileLock(str((root or repo_root()) / LOCK_FILE), timeout=600)
+
+
 @dataclass
 class Store:
     uri: str
@@ -139,7 +146,6 @@ class Store:
 def connect(experiment: str, configured_uri: str = "") -> Store:
     """Open (creating once, under a lock) the store and the experiment; set MLflow's URI for this process."""
     import mlflow
-    from filelock import FileLock
     from mlflow import MlflowClient
 
     root = repo_root()
@@ -148,9 +154,8 @@ def connect(experiment: str, configured_uri: str = "") -> Store:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
     _preflight(uri)
     mlflow.set_tracking_uri(uri)
-    lock = FileLock(str(root / LOCK_FILE), timeout=600)
     try:
-        with lock:
+        with store_lock(root):
             client = MlflowClient(uri)
             found = client.get_experiment_by_name(experiment)
             if found is None:

@@ -19,7 +19,7 @@ from churn.models import inference_pipeline
 from churn.params import Params
 from churn.stages import entry
 from churn.timing import phase
-from churn.tracking import stage_run
+from churn.tracking import stage_run, store_lock
 
 MODEL_NAME_IN_RUN = "model"
 PIPELINE_BLOCKS = ("data", "prepare", "featurize", "train", "model", "evaluate", "register")
@@ -103,18 +103,19 @@ def run(params: Params) -> None:
                 run.set_tags({"registry.decision": f"gate failed: {', '.join(failed)}"})
             else:
                 lineage = _lineage(params, metrics, run)
-                outcome = register(
-                    run.store.client,
-                    params.register.model_name,
-                    info.model_uri,
-                    run.run_id,
-                    decision["model_md5"],
-                    metrics,
-                    lineage,
-                    describe(lineage, _params_dict(params), metrics),
-                    params.evaluate.primary_metric,
-                    params.register.min_improvement,
-                )
+                with store_lock():  # parallel queue workers: one registry change at a time
+                    outcome = register(
+                        run.store.client,
+                        params.register.model_name,
+                        info.model_uri,
+                        run.run_id,
+                        decision["model_md5"],
+                        metrics,
+                        lineage,
+                        describe(lineage, _params_dict(params), metrics),
+                        params.evaluate.primary_metric,
+                        params.register.min_improvement,
+                    )
                 run.set_tags({"registry.decision": outcome.reason, "registry.version": str(outcome.version)})
                 _log_outcome(params.register.model_name, outcome)
         out.publish()
