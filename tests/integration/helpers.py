@@ -52,6 +52,15 @@ def make_repo(root: Path, rows: int = 600, params: dict | None = None, raw: Path
     return root
 
 
+def reproduce(root: Path, env: dict[str, str] | None = None, commit: bool = True) -> None:
+    """Create the store, run the pipeline and (by default) commit its results, as a user would."""
+    run([PYTHON, "-m", "churn.tracking", "init"], root, env)
+    run([*DVC, "repro"], root, env)
+    if commit:
+        run(["git", "add", "-A"], root, env)
+        run(["git", "commit", "-q", "-m", "pipeline results"], root, env)
+
+
 def mlflow_runs(root: Path, experiment: str = "churn"):
     """All runs of the repository's local store, as a DataFrame (empty if none)."""
     import mlflow

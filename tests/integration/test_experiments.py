@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import project_env
-from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, parents_and_children, run
+from tests.integration.helpers import (
+    DVC,
+    PYTHON,
+    exp_show,
+    make_repo,
+    mlflow_runs,
+    parents_and_children,
+    reproduce,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 TRAIN_ON = {"train", "evaluate", "register"}
@@ -35,10 +44,7 @@ def no_store_under_dvc_tmp(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = make_repo(tmp_path_factory.mktemp("sweep") / "repo")
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
-    run([*DVC, "repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "baseline results"], root)
+    reproduce(root)
     return root
 
 
@@ -147,10 +153,7 @@ def test_a_stamped_tracking_uri_wins_over_a_worker_environment(tmp_path):
     """`make sweep` stamps the store into each queued experiment: a worker whose environment points
     elsewhere cannot redirect the runs."""
     root = make_repo(tmp_path / "repo", rows=400)
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
-    run([*DVC, "repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "baseline"], root)
+    reproduce(root)
     intended = f"sqlite:///{root / 'mlflow.db'}"
     run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.3", "-S", f"mlflow.tracking_uri={intended}"], root)
     elsewhere = tmp_path / "elsewhere.db"

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, parents_and_children, run
+from tests.integration.helpers import (
+    DVC,
+    exp_show,
+    make_repo,
+    mlflow_runs,
+    parents_and_children,
+    reproduce,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 STAGES = {"prepare", "featurize", "train", "evaluate", "register"}
@@ -15,10 +23,7 @@ STAGES = {"prepare", "featurize", "train", "evaluate", "register"}
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
-    run([*DVC, "repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "pipeline results"], root)
+    reproduce(root)
     return root
 
 

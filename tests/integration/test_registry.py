@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import REPO, project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
+from tests.integration.helpers import reproduce as run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,7 @@ FEATURES = ["age", "tenure", "monthly_charges", "total_charges", "gender", "cont
 def repo(tmp_path_factory):
     root = make_repo(tmp_path_factory.mktemp("registry") / "repo", params=BASELINE)
     (root / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
-    run([*DVC, "repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "pipeline results"], root)
+    run_pipeline(root)
     return root
 
 
