@@ -396,8 +396,6 @@ def ui_command(uri: str) -> str:
 def _summary(settings: MlflowParams) -> None:
     import json
 
-    from churn.cli import log as cli_log
-
     experiment = settings.experiment
     uri = tracking_uri(configured=settings.tracking_uri)
     metrics_path = Path("reports/metrics.json")
@@ -410,8 +408,7 @@ def _summary(settings: MlflowParams) -> None:
     lines.append(f"  MLflow runs:  {redact(uri)} (experiment {experiment!r})")
     lines.append(f"  MLflow UI:    {ui_command(uri)}")
     lines.append("  Compare:      .venv/bin/dvc metrics show   |   .venv/bin/dvc exp show")
-    for line in lines:
-        cli_log.info(line)
+    print("\n".join(lines))  # noqa: T201 - the summary the user reads at the end of `make run`
 
 
 def main(argv: list[str] | None = None) -> None:
