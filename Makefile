@@ -88,3 +88,10 @@ serve: ## serve the champion with `mlflow models serve` on 127.0.0.1:$(PORT) (PO
 	echo "serving $$uri on http://127.0.0.1:$(PORT)/invocations" && \
 	MLFLOW_TRACKING_URI="$$store" exec $(BIN)/mlflow models serve -m "$$uri" --env-manager local \
 		--host 127.0.0.1 --port $(PORT)
+
+# --- Benchmarks (issue 7): not tests; each figure a ratio against a baseline measured in the same run ---
+.PHONY: bench
+BENCH_ARGS ?=
+
+bench: setup ## overhead, scaling, no-op, sweeps, setup -> bench/results/ (BENCH_ARGS="--large --only scaling")
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
