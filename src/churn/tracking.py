@@ -332,12 +332,12 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
     On success the run (and the parent, for now) ends FINISHED; on any error both end FAILED with the
     error as a tag, and the error propagates.
     """
-    import mlflow
-
     from churn.io import combined_md5
     from churn.timing import phase
 
-    with phase("store"):
+    with phase("store"):  # importing MLflow is part of opening the store
+        import mlflow
+
         store = connect(settings.experiment, settings.tracking_uri)
     with phase("logging"):
         context = {**git_tags(), **dvc_tags()}
