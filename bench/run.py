@@ -81,9 +81,19 @@ def dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[floa
     return run([sys.executable, "-m", "dvc", *args], root, env)
 
 
-def timings_env(path: Path) -> dict[str, str]:
+def timings_env(path: Path, **extra: str) -> dict[str, str]:
     """Environment in which every stage appends its phase timings to `path` (churn.timing)."""
-    return project_env(CHURN_TIMINGS=str(path))
+    return project_env(CHURN_TIMINGS=str(path), **extra)
+
+
+def wait_for_warm_server(limit_s: float = 120) -> None:
+    """Until the warm stage server (started by a stage, in this run's CHURN_WARM_DIR) accepts requests."""
+    directory = Path(os.environ["CHURN_WARM_DIR"])
+    deadline = time.monotonic() + limit_s
+    while not list(directory.glob("*.sock")):
+        if time.monotonic() > deadline:
+            raise BenchError(f"no warm stage server came up in {directory} within {limit_s:.0f} s")
+        time.sleep(0.5)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -146,18 +156,23 @@ def overhead(b: Bench) -> dict:
     rows = project_params()["generate"]["rows"]
     root = b.repo("overhead", rows)
     first, _ = dvc(root, "repro", env=timings_env(b.work / "first.jsonl"))  # creates the store; not compared
+    wait_for_warm_server()  # the first repro started it (src/churn/warm.py); stages after it use it
     inprocess(root, b.work / "inprocess-out")  # warm the page cache the same way
     repro_s: list[float] = []
+    cold_s: list[float] = []
     inproc_s: list[float] = []
     stage_runs: list[dict[str, dict]] = []
+    cold_runs: list[dict[str, dict]] = []
     inproc_runs: list[dict] = []
+    order = ("repro", "inprocess", "cold")
     for i in range(b.repeats):
-        for what in ("repro", "inprocess") if i % 2 == 0 else ("inprocess", "repro"):
-            if what == "repro":
-                path = b.work / f"overhead-{i}.jsonl"
-                wall, _ = dvc(root, "repro", "-f", env=timings_env(path))
-                repro_s.append(wall)
-                stage_runs.append(by_stage(read_records(path)))
+        for what in order[i % 3 :] + order[: i % 3]:
+            if what in ("repro", "cold"):
+                path = b.work / f"overhead-{what}-{i}.jsonl"
+                env = timings_env(path, **({"CHURN_WARM": "0"} if what == "cold" else {}))
+                wall, _ = dvc(root, "repro", "-f", env=env)
+                (repro_s if what == "repro" else cold_s).append(wall)
+                (stage_runs if what == "repro" else cold_runs).append(by_stage(read_records(path)))
             else:
                 wall, record = inprocess(root, b.work / "inprocess-out")
                 inproc_s.append(wall)
@@ -202,6 +217,13 @@ def overhead(b: Bench) -> dict:
     }
     print(f"  the {repro - one:.1f} s difference: " + "; ".join(f"{k} {v:.1f} s" for k, v in extra.items()))
 
+    cold = median(cold_s)
+    cold_totals = {stage: median([records[stage]["total"] for records in cold_runs]) for stage in STAGES}
+    print(
+        f"  without the warm runner (CHURN_WARM=0): dvc repro -f {cold:.1f} s; stage totals "
+        + ", ".join(f"{stage} {total:.2f}" for stage, total in cold_totals.items())
+    )
+
     ratio = repro / one
     b.figure(
         "overhead ratio (dvc repro -f / one process)",
@@ -209,6 +231,13 @@ def overhead(b: Bench) -> dict:
         f"{ratio:.2f}x ({repro:.1f} s / {one:.1f} s, {rows} rows)",
         f"<= {OVERHEAD_MAX}",
         ratio <= OVERHEAD_MAX,
+    )
+    b.figure(
+        "overhead ratio without the warm stage runner (CHURN_WARM=0)",
+        cold / one,
+        f"{cold / one:.2f}x ({cold:.1f} s / {one:.1f} s)",
+        None,
+        None,
     )
     worst = max(STAGES, key=lambda s: stages[s]["fixed"])
     b.figure(
@@ -224,6 +253,9 @@ def overhead(b: Bench) -> dict:
         "repro_s": repro_s,
         "inprocess_s": inproc_s,
         "ratio": ratio,
+        "cold_repro_s": cold_s,
+        "cold_ratio": cold / one,
+        "cold_stage_totals": cold_totals,
         "stages": stages,
         "dvc_s": dvc_own,
         "inprocess_imports_s": imports,
@@ -484,6 +516,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     venv_bins = {str(Path(sys.executable).parent), str(PROJECT / ".venv" / "bin")}
     dropped = ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
     env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
+    env["CHURN_WARM_DIR"] = os.environ["CHURN_WARM_DIR"]  # this run's warm stage servers, stopped at its end
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p not in venv_bins)
     env.update(extra)
     return env
@@ -578,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"bench-{started:%Y%m%d-%H%M}"
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
+    # Warm stage servers (src/churn/warm.py) of this run only, stopped at its end. Short path: AF_UNIX.
+    warm_dir = tempfile.mkdtemp(prefix="churn-warm-bench-")
+    os.environ["CHURN_WARM_DIR"] = warm_dir
     results = {
         "name": name,
         "started": started.isoformat(timespec="seconds"),
@@ -604,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             results["sections"].setdefault(section, {})["elapsed_s"] = round(time.perf_counter() - start, 1)
             bench.save()
     finally:
+        subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], capture_output=True, check=False)
+        shutil.rmtree(warm_dir, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = (datetime.datetime.now() - started).total_seconds()

@@ -17,6 +17,25 @@ REPO = Path(__file__).resolve().parents[1]
 TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers():
+    """Stages run by the tests' `dvc repro` use warm stage servers (churn.warm) of this session only, in a
+    directory of their own, stopped at the end: never a server the developer's own runs started."""
+    import subprocess
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="churn-warm-test-")  # short: AF_UNIX socket paths are limited
+    previous = os.environ.get("CHURN_WARM_DIR")
+    os.environ["CHURN_WARM_DIR"] = directory
+    yield Path(directory)
+    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], capture_output=True, check=False)
+    if previous is None:
+        os.environ.pop("CHURN_WARM_DIR", None)
+    else:
+        os.environ["CHURN_WARM_DIR"] = previous
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def repo_params_raw() -> dict:
     """params.yaml of the repository, as a plain mapping (copy before changing it)."""
@@ -71,7 +90,8 @@ def write_params(root: Path, raw: dict) -> None:
 
 def project_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses that run the project's CLIs and DVC: this interpreter's venv first."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
+    keep = ("CHURN_WARM_DIR",)  # the session's own warm stage servers (see warm_servers)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_")) or k in keep}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)

@@ -16,6 +16,9 @@ def configure_logging() -> None:
     level = os.environ.get("CHURN_LOG_LEVEL", "INFO").upper()
     # MLflow sets its own logger's level when imported (later, lazily); this is the setting it reads.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow 3 reports usage to its maintainers over the network unless told not to; a pipeline run talks
+    # to nothing but its store. MLFLOW_DISABLE_TELEMETRY=false in the environment opts back in.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # MLflow and friends are chatty at INFO; keep their warnings.
     for name in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "numexpr"):

@@ -39,6 +39,13 @@ def timed(name: str):
 
 
 def _process_age() -> float:
+    """Seconds since the stage's process started: for a stage run by the warm runner, since the client
+    process DVC started (its interpreter start-up and hand-over are part of the stage's cost)."""
+    from churn.warm import process_age
+
+    age = process_age()
+    if age is not None:
+        return age
     import psutil
 
     return time.time() - psutil.Process().create_time()

@@ -204,8 +204,11 @@ def _dvc_ancestor() -> tuple[int, float] | None:
     """The (pid, start time) of the `dvc` process running this stage, if any."""
     import psutil
 
+    from churn.warm import process_origin
+
+    origin = process_origin()  # run by the warm runner: the ancestors are the client's
     try:
-        for proc in psutil.Process().parents():
+        for proc in psutil.Process(origin[0] if origin else None).parents():
             try:
                 cmdline = proc.cmdline()
             except (psutil.AccessDenied, psutil.ZombieProcess):

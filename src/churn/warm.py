@@ -1,0 +1,745 @@
+"""A warm stage runner: each DVC stage runs in a process forked from one that has already imported
+scikit-learn, MLflow, pandas and pyarrow, instead of a fresh interpreter paying those imports again.
+
+Why: a stage's own work on the default data is 0.1-0.4 s, but a fresh interpreter spends about 2.5 s
+importing what the stage uses (bench/README.md). DVC starts one process per stage, so that cost is paid
+five times per `dvc repro`.
+
+How (`bin/py -m churn.stages.<name>` goes through `python -m churn.warm -m churn.stages.<name>`):
+
+- The client (this module's `main`, a few standard-library imports) connects to a per-user Unix socket
+  and sends its argv, working directory, environment, umask and sys.path, with its stdin, stdout and
+  stderr themselves (SCM_RIGHTS), so the stage writes straight to whatever DVC gave the client.
+- The server forks a child per request. The child takes the client's file descriptors, directory,
+  environment, umask and sys.path, drops any `churn` module (a queued experiment runs its own commit's
+  code, from its own checkout) and runs the stage module as `__main__`. The server reports the child's
+  exit status; the client exits with it and forwards SIGINT/SIGTERM/SIGHUP to the child.
+- No server yet: the client starts one in the background (it preloads, then listens) and runs this
+  stage the cold way (exec of `python -m <module>`), so nothing ever waits for the server. Any failure
+  to reach a server before the stage has started falls back to the cold way too.
+- One server per interpreter, site-packages state and import-time environment (thread counts, locale,
+  hash seed...), so a changed venv or environment never reuses modules imported under other settings.
+  The server holds no repository state: no open store, no churn code; it exits after CHURN_WARM_IDLE
+  seconds (default 900) without requests. `python -m churn.warm --stop` stops this user's servers.
+- CHURN_WARM=0 turns it off (bin/py then execs `python -m churn.stages.<name>` directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+
+PROTOCOL = 1
+DEFAULT_IDLE_S = 900.0
+REPLY_TIMEOUT_S = 10.0
+FAILED_RETRY_S = 600.0
+# Third-party modules the stages import; a child only imports churn itself and whatever is missing here.
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pyarrow.parquet",
+    "yaml",
+    "psutil",
+    "filelock",
+    "threadpoolctl",
+    "sklearn.base",
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.impute",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "xgboost",
+    "skops.io",
+    "sqlalchemy",
+    "mlflow",
+    "mlflow.entities",
+    "mlflow.exceptions",
+    "mlflow.data.dataset_source_registry",
+    "mlflow.data.pandas_dataset",
+    "mlflow.models",
+    "mlflow.sklearn",
+    "mlflow.types.schema",
+    "mlflow.tracking.context.registry",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "matplotlib.pyplot",
+    "matplotlib.backends.backend_agg",
+    # What MLflow imports lazily when a stage opens the store, starts a run, logs a dataset or a model,
+    # and pyarrow's reader modules (names that no longer exist are logged and skipped).
+    "git",
+    "alembic.command",
+    "alembic.config",
+    "sqlalchemy.dialects.sqlite",
+    "narwhals",
+    "opentelemetry.sdk.metrics",
+    "mlflow.pyfunc",
+    "mlflow.tracing.export",
+    "mlflow.tracing.processor",
+    "mlflow.tracing.utils.environment",
+    "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "mlflow.store.model_registry.sqlalchemy_workspace_store",
+    "mlflow.models.display_utils",
+    "mlflow.types.responses",
+    "mlflow.utils.spark_utils",
+    "pyarrow.csv",
+    "pyarrow.dataset",
+    "pyarrow.pandas_compat",
+    "pandas.core.arrays.arrow.extension_types",
+    "pandas.core.methods.to_dict",
+)
+# Caches that depend only on the installed packages (the server key includes site-packages' mtime), filled
+# once in the server: MLflow maps every installed module to its distribution (0.35 s) whenever a model is
+# logged with pip requirements, to check them against what is installed.
+# Pillow registers its image plugins on first use (matplotlib's savefig).
+WARM_UPS = (
+    ("mlflow.utils.requirements_utils", "_init_packages_to_modules_map"),
+    ("PIL.Image", "init"),
+)
+# Environment variables that libraries read once, when imported: a server is only shared by clients that
+# agree on all of them.
+IMPORT_TIME_ENV = (
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONWARNINGS",
+    "PYTHONDONTWRITEBYTECODE",
+    "LANG",
+    "LC_",
+    "TZ",
+    "OMP_",
+    "OPENBLAS_",
+    "MKL_",
+    "KMP_",
+    "BLIS_",
+    "GOTO_",
+    "VECLIB_",
+    "NUMEXPR_",
+    "SKLEARN_",
+    "MPL",
+    "MLFLOW_LOGGING",
+    "MLFLOW_ENABLE",
+    "MLFLOW_DISABLE",
+    "XGBOOST_",
+    "GIT_PYTHON",
+)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def enabled() -> bool:
+    return os.environ.get("CHURN_WARM", "1") != "0" and hasattr(os, "fork") and hasattr(socket, "AF_UNIX")
+
+
+# --- where a server lives -------------------------------------------------------------------------------
+
+
+class Paths:
+    """The socket, lock and log of the server for this interpreter and import-time environment."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        self.directory = directory
+        self.key = key
+        self.socket = os.path.join(directory, f"{key}.sock")
+        self.lock = os.path.join(directory, f"{key}.lock")
+        self.log = os.path.join(directory, f"{key}.log")
+        self.failed = os.path.join(directory, f"{key}.failed")
+
+
+def runtime_dir() -> str | None:
+    """A directory only this user can enter, or None (then the runner is not used)."""
+    base = os.environ.get("CHURN_WARM_DIR") or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp",  # noqa: S108 - 0700, owner checked
+        f"churn-warm-{os.getuid()}",
+    )
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        info = os.stat(base)
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return base
+
+
+def server_key() -> str:
+    import hashlib
+    import sysconfig
+
+    digest = hashlib.sha256()
+    parts = [str(PROTOCOL), os.path.realpath(sys.executable), sys.version]
+    for path in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        try:
+            parts.append(f"{path}:{os.stat(path).st_mtime_ns}")
+        except OSError:
+            parts.append(path)
+    with open(__file__, "rb") as handle:
+        parts.append(hashlib.sha256(handle.read()).hexdigest())
+    parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV))
+    digest.update("\0".join(parts).encode())
+    return digest.hexdigest()[:16]
+
+
+def paths() -> Paths | None:
+    directory = runtime_dir()
+    if not directory:
+        return None
+    where = Paths(directory, server_key())
+    return where if len(where.socket.encode()) < 100 else None  # AF_UNIX paths are limited to ~107 bytes
+
+
+def process_origin() -> tuple[int, float] | None:
+    """For a stage run by the warm runner: the pid and start (seconds since boot) of the client process
+    that DVC started, which stands for this process when looking for the `dvc` ancestor or timing it."""
+    value = os.environ.get("CHURN_WARM_CLIENT", "")
+    try:
+        pid, started, child = value.split(":")
+        return (int(pid), float(started)) if int(child) == os.getpid() else None
+    except ValueError:
+        return None
+
+
+def started_since_boot(pid: int | str = "self") -> float | None:
+    """When a process started, in seconds since boot (CLOCK_BOOTTIME, 10 ms resolution), from /proc.
+
+    Not psutil's create_time(): that adds /proc/stat's boot time, which is truncated to whole seconds, so
+    process ages come out up to a second long."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_age() -> float | None:
+    """Seconds since this stage's process started (for a warm stage, its client), or None if unknown."""
+    import time
+
+    origin = process_origin()
+    started = origin[1] if origin and origin[1] > 0 else started_since_boot()
+    return None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+# --- client ------------------------------------------------------------------------------------------
+
+
+def _cold(module: str, args: list[str]) -> None:
+    """Run the stage the ordinary way: this process becomes `python -m <module>`."""
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])  # noqa: S606 - no shell, our interpreter
+
+
+def _read_message(conn: socket.socket, buffer: bytearray) -> dict | None:
+    """The next newline-terminated JSON message, or None at end of stream."""
+    while b"\n" not in buffer:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return json.loads(line)
+
+
+def _start_server(where: Paths) -> None:
+    """Start a server in the background, unless one is starting already (it holds the lock)."""
+    import fcntl
+    import subprocess
+    import time
+
+    try:  # a server that could not start leaves a note; do not retry for a while
+        if time.time() - os.stat(where.failed).st_mtime < FAILED_RETRY_S:
+            return
+    except OSError:
+        pass
+    try:
+        with open(where.lock, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return  # locked: a server is starting (or running and the socket is being replaced)
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # as churn.cli sets it before MLflow is imported
+    with contextlib.suppress(OSError):  # then every stage just runs cold
+        subprocess.Popen(
+            [sys.executable, "-m", "churn.warm", "--serve", where.key],  # the key of the client's environment
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _connect(where: Paths) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(where.socket)
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def run(module: str, args: list[str]) -> int:
+    """Run `python -m module args` in a warm process, or cold if that is not possible before it starts."""
+    started = started_since_boot() or 0.0
+    where = paths() if enabled() else None
+    conn = _connect(where) if where else None
+    if conn is None:
+        if where:
+            _start_server(where)
+        _cold(module, args)
+    umask = os.umask(0)
+    os.umask(umask)
+    request = {
+        "v": PROTOCOL,
+        "module": module,
+        "args": args,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "path": sys.path,
+        "umask": umask,
+        "client": [os.getpid(), started],
+    }
+    buffer = bytearray()
+    try:
+        conn.settimeout(REPLY_TIMEOUT_S)
+        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        reply = _read_message(conn, buffer)
+        if not reply or "pid" not in reply:
+            raise OSError("no reply")
+    except (OSError, ValueError):
+        conn.close()
+        _cold(module, args)  # the stage has not started: nothing runs twice
+    child = int(reply["pid"])
+
+    def forward(signum, _frame):
+        with contextlib.suppress(OSError):
+            os.kill(child, signum)
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    conn.settimeout(None)
+    conn.sendall(b"go\n")
+    while True:
+        try:
+            reply = _read_message(conn, buffer)
+            break
+        except InterruptedError:
+            continue
+    if not reply or "status" not in reply:
+        sys.stderr.write(f"error: lost the warm stage process {child} of {module} (its server exited)\n")
+        return 1
+    status = int(reply["status"])
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+# --- server ------------------------------------------------------------------------------------------
+
+
+def _preload(log) -> None:
+    import importlib
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # what churn.plots selects; importing pyplot then never probes for a display
+    start = time.perf_counter()
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing optional package only costs its import later
+            log.warning("preload %s failed: %s", name, exc)
+    for module, function in WARM_UPS:
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception as exc:  # noqa: BLE001 - the stage fills the cache itself
+            log.warning("warm-up %s.%s failed: %s", module, function, exc)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the preloaded objects live for good: stage processes' collections never walk them
+    log.info("preloaded %d modules in %.2f s", len(sys.modules), time.perf_counter() - start)
+
+
+class Child:
+    """A running stage process, as the server knows it."""
+
+    def __init__(self, conn: socket.socket, module: str) -> None:
+        import time
+
+        self.conn = conn
+        self.module = module
+        self.started = time.monotonic()
+        self.client_alive = True
+
+
+class Server:
+    def __init__(self, where: Paths, idle_s: float) -> None:
+        import logging
+
+        self.where = where
+        self.idle_s = idle_s
+        self.log = logging.getLogger("churn.warm.server")
+        self.children: dict[int, Child] = {}
+        self.waiting: dict[socket.socket, int] = {}  # conn -> pid, before the client said go
+        self.pipes: dict[int, int] = {}  # pid -> write end of its go pipe
+        self.listener: socket.socket | None = None
+        self.stopping = False
+        self.own_fds: list[int] = []  # the lock and wake-up pipe: closed in every stage process
+
+    def serve(self) -> int:
+        import fcntl
+        import logging
+        import time
+
+        lock = open(self.where.lock, "a+")  # noqa: SIM115 - held for the server's life
+        self.own_fds.append(lock.fileno())
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # another server for this key is running or starting
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        handler = logging.FileHandler(self.where.log, mode="w")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(handler)
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        self.log.info("server %d for %s (%s)", os.getpid(), sys.executable, self.where.key)
+        _preload(self.log)
+        import threading
+
+        if threading.active_count() > 1:  # forking a process with threads is not safe
+            return self._failed(f"threads started while preloading ({threading.enumerate()}); not serving")
+
+        wake_r, wake_w = os.pipe()
+        self.own_fds += [wake_r, wake_w]
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        temporary = f"{self.where.socket}.{os.getpid()}"
+        try:
+            listener.bind(temporary)
+            os.chmod(temporary, 0o600)
+            listener.listen(64)
+            os.replace(temporary, self.where.socket)  # clients see a socket only once it accepts
+        except OSError as exc:
+            listener.close()
+            return self._failed(f"cannot listen on {self.where.socket}: {exc}")
+        with contextlib.suppress(OSError):
+            os.unlink(self.where.failed)
+        inode = os.stat(self.where.socket).st_ino
+        self.listener = listener
+        self.log.info("listening on %s", self.where.socket)
+
+        import select
+
+        last = time.monotonic()
+        try:
+            while True:
+                busy = bool(self.children or self.waiting)
+                if not busy and (self.stopping or time.monotonic() - last > self.idle_s):
+                    break
+                if not self.stopping and not self._socket_is_ours(inode):
+                    self.log.info("socket replaced or removed; stopping")
+                    self._close_listener(unlink=False)
+                    self.stopping = True
+                watched = [wake_r, *self.waiting]
+                watched += [child.conn for child in self.children.values() if child.client_alive]
+                if self.listener is not None:
+                    watched.append(self.listener)
+                watched = list(dict.fromkeys(watched))  # a waiting client is also a running child's
+                try:
+                    ready, _, _ = select.select(watched, [], [], 5.0)
+                except InterruptedError:
+                    ready = []
+                for item in ready:
+                    if item is wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_r, 4096)
+                    elif item is self.listener:
+                        self._accept()
+                    elif item in self.waiting:
+                        self._go(item)
+                    else:
+                        self._client_gone(item)
+                self._reap()
+                if self.children or self.waiting:
+                    last = time.monotonic()
+        finally:
+            self._close_listener(unlink=self._socket_is_ours(inode))
+            self.log.info("server %d exits", os.getpid())
+        return 0
+
+    def _failed(self, reason: str) -> int:
+        self.log.error("%s", reason)
+        with open(self.where.failed, "w") as note:
+            note.write(reason + "\n")
+        return 1
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+        self._close_listener(unlink=True)
+
+    def _close_listener(self, unlink: bool) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            if unlink:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.where.socket)
+
+    def _socket_is_ours(self, inode: int) -> bool:
+        try:
+            return os.stat(self.where.socket).st_ino == inode
+        except OSError:
+            return False
+
+    def _accept(self) -> None:
+        import struct
+
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _, uid, _ = struct.unpack("3i", creds)
+            if uid != os.getuid():
+                raise PermissionError(f"request from uid {uid}")
+            conn.settimeout(REPLY_TIMEOUT_S)
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            buffer = bytearray(data)
+            while b"\n" not in buffer:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    raise ConnectionError("request cut short")
+                buffer += chunk
+            request = json.loads(bytes(buffer).partition(b"\n")[0])
+            if request.get("v") != PROTOCOL or len(fds) != 3:
+                raise ValueError(f"protocol {request.get('v')} with {len(fds)} descriptors")
+        except Exception as exc:  # noqa: BLE001 - a bad request is dropped; the client falls back
+            self.log.warning("dropped a request: %s", exc)
+            conn.close()
+            return
+        go_r, go_w = os.pipe()
+        for handler in self.log.handlers:
+            handler.flush()
+        pid = os.fork()
+        if pid == 0:  # the stage process
+            os.close(go_w)
+            code = _child(self, conn, fds, go_r, request)
+            os._exit(code)
+        os.close(go_r)
+        for fd in fds:
+            os.close(fd)
+        self.pipes[pid] = go_w
+        self.children[pid] = Child(conn, request["module"])
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            conn.settimeout(None)
+            self.waiting[conn] = pid
+        except OSError:
+            self.log.warning("client left before stage %s started; cancelled", request["module"])
+            os.kill(pid, signal.SIGKILL)
+            os.close(self.pipes.pop(pid))
+
+    def _go(self, conn: socket.socket) -> None:
+        pid = self.waiting.pop(conn)
+        try:
+            ok = conn.recv(16).startswith(b"go")
+        except OSError:
+            ok = False
+        go_w = self.pipes.pop(pid)
+        if ok:
+            os.write(go_w, b"g")
+            self.log.info("stage %s runs in %d", self.children[pid].module, pid)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        os.close(go_w)
+
+    def _client_gone(self, conn: socket.socket) -> None:
+        for pid, child in self.children.items():
+            if child.conn is conn and child.client_alive:
+                try:
+                    if conn.recv(16):
+                        return  # not an end of stream
+                except OSError:
+                    pass
+                child.client_alive = False
+                self.log.warning("client of %d (%s) is gone; terminating it", pid, child.module)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                return
+
+    def _reap(self) -> None:
+        import time
+
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid)
+            conn = child.conn
+            self.waiting.pop(conn, None)
+            go_w = self.pipes.pop(pid, None)
+            if go_w is not None:
+                os.close(go_w)
+            elapsed = time.monotonic() - child.started
+            self.log.info("stage %s in %d: status %d after %.2f s", child.module, pid, status, elapsed)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"status": status}).encode() + b"\n")
+            conn.close()
+
+
+def _child(server: Server, conn: socket.socket, fds: list[int], go_r: int, request: dict) -> int:
+    """In the forked stage process: become the client's process, wait for go, run the module."""
+    try:
+        for handler in list(server.log.handlers):
+            server.log.removeHandler(handler)
+            handler.close()
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if server.listener is not None:
+            server.listener.close()
+        for other in [*server.waiting, *(child.conn for child in server.children.values())]:
+            other.close()
+        for fd in [*server.pipes.values(), *server.own_fds]:
+            os.close(fd)
+        conn.close()
+        if os.read(go_r, 1) != b"g":
+            return 1
+        os.close(go_r)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        client_pid, client_started = request["client"]
+        os.environ["CHURN_WARM_CLIENT"] = f"{client_pid}:{client_started}:{os.getpid()}"
+        sys.path[:] = request["path"]
+        for name in [name for name in sys.modules if name == "churn" or name.startswith("churn.")]:
+            del sys.modules[name]
+        import importlib
+        import tempfile
+        import time
+
+        importlib.invalidate_caches()
+        tempfile.tempdir = None
+        time.tzset()
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()  # a fresh interpreter would not share the server's state
+        sys.stdout.reconfigure(line_buffering=os.isatty(1) or bool(os.environ.get("PYTHONUNBUFFERED")))
+    except BaseException:  # noqa: BLE001 - nothing of the stage has run; report and stop
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return _run_module(request["module"], request["args"])
+
+
+def _run_module(module: str, args: list[str]) -> int:
+    """`python -m module args` inside this process: the exit code it would have, with interpreter exit
+    handlers run (MLflow ends its runs in one) but without tearing down the preloaded modules."""
+    import atexit
+    import runpy
+    import traceback
+
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 128 + signal.SIGINT
+    except BaseException:  # noqa: BLE001 - as the interpreter would: traceback, exit 1
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    return code
+
+
+def stop_all() -> int:
+    """Stop every server of this user (their running stages finish first)."""
+    directory = runtime_dir()
+    if not directory:
+        return 0
+    stopped = 0
+    for name in os.listdir(directory):
+        if not name.endswith(".lock"):
+            continue
+        try:
+            with open(os.path.join(directory, name)) as handle:
+                pid = int(handle.read().strip() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"churn.warm" not in handle.read():
+                    continue
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+        except (OSError, ValueError):
+            continue
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"] and len(argv) == 2:
+        directory = runtime_dir()
+        if directory is None:
+            return 1
+        where = Paths(directory, argv[1])
+        idle = float(os.environ.get("CHURN_WARM_IDLE", DEFAULT_IDLE_S))
+        return Server(where, idle).serve()
+    if argv[:1] == ["--stop"]:
+        stopped = stop_all()
+        sys.stderr.write(f"stopped {stopped} warm stage server(s)\n")
+        return 0
+    if len(argv) >= 2 and argv[0] == "-m":
+        return run(argv[1], argv[2:])
+    sys.stderr.write("usage: python -m churn.warm -m MODULE [ARGS...] | --serve KEY | --stop\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
