@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -86,14 +87,13 @@ def timings_env(path: Path, **extra: str) -> dict[str, str]:
     return project_env(CHURN_TIMINGS=str(path), **extra)
 
 
-def wait_for_warm_server(limit_s: float = 120) -> None:
-    """Until the warm stage server (started by a stage, in this run's CHURN_WARM_DIR) accepts requests."""
-    directory = Path(os.environ["CHURN_WARM_DIR"])
-    deadline = time.monotonic() + limit_s
-    while not list(directory.glob("*.sock")):
-        if time.monotonic() > deadline:
-            raise BenchError(f"no warm stage server came up in {directory} within {limit_s:.0f} s")
-        time.sleep(0.5)
+def start_warm_server() -> None:
+    """Start this run's warm stage server (src/churn/warm.py) and wait until it accepts requests, so that
+    no section's first stages run cold while it preloads. (A user's first `dvc repro` does.)"""
+    env = project_env(PYTHONPATH=str(PROJECT / "src"))
+    result = subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BenchError(f"the warm stage server did not start: {result.stderr.strip()}")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -156,7 +156,6 @@ def overhead(b: Bench) -> dict:
     rows = project_params()["generate"]["rows"]
     root = b.repo("overhead", rows)
     first, _ = dvc(root, "repro", env=timings_env(b.work / "first.jsonl"))  # creates the store; not compared
-    wait_for_warm_server()  # the first repro started it (src/churn/warm.py); stages after it use it
     inprocess(root, b.work / "inprocess-out")  # warm the page cache the same way
     repro_s: list[float] = []
     cold_s: list[float] = []
@@ -398,6 +397,9 @@ def wait_for_queue(root: Path, timings: Path, experiments: int, limit_s: float =
     stalled = 0
     while time.monotonic() < deadline:
         finished = sum(r["stage"] == STAGES[-1] for r in read_records(timings))
+        if finished >= experiments and collected(root) < experiments:
+            time.sleep(0.2)  # DVC is committing the experiments and fetching their refs: cheap to watch
+            continue
         if finished >= experiments or time.monotonic() - asked >= 15:
             asked = time.monotonic()
             _, result = dvc(root, "queue", "status")
@@ -409,6 +411,12 @@ def wait_for_queue(root: Path, timings: Path, experiments: int, limit_s: float =
                 raise BenchError(f"experiments are queued in {root} but no worker is left:\n{result.stdout}")
         time.sleep(1.0 if finished >= experiments else 0.5)
     raise BenchError(f"the queue in {root} did not finish within {limit_s:.0f} s")
+
+
+def collected(root: Path) -> int:
+    """How many experiments DVC has collected into the repository (their refs under refs/exps)."""
+    result = subprocess.run(["git", "for-each-ref", "refs/exps"], cwd=root, capture_output=True, text=True)
+    return len(re.findall(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/\S+", result.stdout))  # not exec/, celery/
 
 
 def wait_for_workers(root: Path, limit_s: float = 120) -> None:
@@ -444,6 +452,7 @@ def sweep_once(b: Bench, root: Path, jobs: int, index: int) -> dict:
     dvc(root, "exp", "run", "--queue", "-S", SWEEP)
     path = b.work / f"sweep-{index}-j{jobs}.jsonl"
     load = os.getloadavg()[0]
+    started_at = time.time()
     start = time.perf_counter()
     try:
         start_queue(root, jobs, timings_env(path), b.work / f"sweep-{index}-start.log")
@@ -456,7 +465,12 @@ def sweep_once(b: Bench, root: Path, jobs: int, index: int) -> dict:
         raise BenchError(f"sweep -j {jobs}: {done} of 4 experiments succeeded:\n{status}")
     records = read_records(path)
     log.info("sweep -j %d: %d experiments in %.1f s (load average before: %.1f)", jobs, done, wall, load)
+    first_start = min(r["ended"] - r["total"] for r in records)
+    last_end = max(r["ended"] for r in records)
     return {
+        "to_first_stage_s": round(first_start - started_at, 2),  # workers starting, first temp copies
+        "stages_span_s": round(last_end - first_start, 2),  # the part more workers can share
+        "after_last_stage_s": round(started_at + wall - last_end, 2),  # collecting the last experiments
         "jobs": jobs,
         "wall_s": wall,
         "experiments": done,
@@ -488,7 +502,9 @@ def sweeps(b: Bench) -> dict:
         shown = ", ".join(f"{s} {v:.1f}" for s, v in r["stage_total_s"].items() if v == v)
         print(
             f"  -j {r['jobs']}: {r['wall_s']:.1f} s for {r['experiments']} experiments (load average before "
-            f"{r['load_before']:.1f}); median stage s: {shown}"
+            f"{r['load_before']:.1f}) = {r['to_first_stage_s']:.1f} s to the first stage + "
+            f"{r['stages_span_s']:.1f} s first to last stage + {r['after_last_stage_s']:.1f} s collecting; "
+            f"median stage s: {shown}"
         )
     j1 = [r for r in runs if r["jobs"] == 1]
     per_experiment = median([r["wall_s"] / r["experiments"] for r in j1])
@@ -505,7 +521,15 @@ def sweeps(b: Bench) -> dict:
         f">= {SWEEP_SPEEDUP_MIN}",
         speedup >= SWEEP_SPEEDUP_MIN,
     )
-    return {"runs": runs, "wall_s": wall, "speedup": speedup, "rows": rows}
+    span = {jobs: median([r["stages_span_s"] for r in runs if r["jobs"] == jobs]) for jobs in (1, 2)}
+    b.figure(
+        "sweep throughput from the first stage to the last, -j 2 / -j 1 (without queue start-up and collection)",
+        span[1] / span[2],
+        f"{span[1] / span[2]:.2f}x ({span[1]:.1f} s / {span[2]:.1f} s)",
+        None,
+        None,
+    )
+    return {"runs": runs, "wall_s": wall, "speedup": speedup, "span_s": span, "rows": rows}
 
 
 # --- setup --------------------------------------------------------------------------------------
@@ -630,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     )
     try:
+        start_warm_server()
         for section in sections:
             start = time.perf_counter()
             try:

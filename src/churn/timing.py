@@ -64,6 +64,7 @@ def stage_timings(stage: str) -> Iterator[None]:
 
             total = _process_age()
             record = {"stage": stage, "startup": round(startup, 3), "total": round(total, 3)}
+            record["ended"] = round(time.time(), 3)  # wall clock: lets the benchmarks lay runs on a timeline
             record.update({k: round(v, 3) for k, v in _phases.items()})
             record["compute"] = round(total - startup - sum(_phases.values()), 3)
             record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -130,6 +130,7 @@ IMPORT_TIME_ENV = (
     "XGBOOST_",
     "GIT_PYTHON",
 )
+RLIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_RSS", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NPROC")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -182,6 +183,12 @@ def server_key() -> str:
     with open(__file__, "rb") as handle:
         parts.append(hashlib.sha256(handle.read()).hexdigest())
     parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV))
+    # A stage process inherits the server's limits and CPU set, not the client's: only share when they agree.
+    import resource
+
+    parts += [str(resource.getrlimit(getattr(resource, name))) for name in RLIMITS if hasattr(resource, name)]
+    if hasattr(os, "sched_getaffinity"):
+        parts.append(str(sorted(os.sched_getaffinity(0))))
     digest.update("\0".join(parts).encode())
     return digest.hexdigest()[:16]
 
@@ -313,7 +320,9 @@ def run(module: str, args: list[str]) -> int:
     buffer = bytearray()
     try:
         conn.settimeout(REPLY_TIMEOUT_S)
-        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        data = json.dumps(request).encode() + b"\n"
+        sent = socket.send_fds(conn, [data], [0, 1, 2])  # fails if DVC closed one of them: then cold
+        conn.sendall(data[sent:])
         reply = _read_message(conn, buffer)
         if not reply or "pid" not in reply:
             raise OSError("no reply")
@@ -328,14 +337,15 @@ def run(module: str, args: list[str]) -> int:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    conn.settimeout(None)
-    conn.sendall(b"go\n")
-    while True:
-        try:
-            reply = _read_message(conn, buffer)
-            break
-        except InterruptedError:
-            continue
+    try:
+        conn.settimeout(None)
+        conn.sendall(b"go\n")
+    except OSError:  # the server is gone; its child, waiting for go, exits without running anything
+        _cold(module, args)
+    try:
+        reply = _read_message(conn, buffer)
+    except (OSError, ValueError):
+        reply = None
     if not reply or "status" not in reply:
         sys.stderr.write(f"error: lost the warm stage process {child} of {module} (its server exited)\n")
         return 1
@@ -376,11 +386,12 @@ def _preload(log) -> None:
 class Child:
     """A running stage process, as the server knows it."""
 
-    def __init__(self, conn: socket.socket, module: str) -> None:
+    def __init__(self, conn: socket.socket, module: str, cwd: str) -> None:
         import time
 
         self.conn = conn
         self.module = module
+        self.cwd = cwd
         self.started = time.monotonic()
         self.client_alive = True
 
@@ -554,7 +565,7 @@ class Server:
         for fd in fds:
             os.close(fd)
         self.pipes[pid] = go_w
-        self.children[pid] = Child(conn, request["module"])
+        self.children[pid] = Child(conn, request["module"], request["cwd"])
         try:
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
             conn.settimeout(None)
@@ -573,7 +584,8 @@ class Server:
         go_w = self.pipes.pop(pid)
         if ok:
             os.write(go_w, b"g")
-            self.log.info("stage %s runs in %d", self.children[pid].module, pid)
+            child = self.children[pid]
+            self.log.info("stage %s runs in %d for %s", child.module, pid, child.cwd)
         else:
             os.kill(pid, signal.SIGKILL)
         os.close(go_w)
@@ -700,6 +712,30 @@ def _run_module(module: str, args: list[str]) -> int:
     return code
 
 
+def start(limit_s: float = 120.0) -> int:
+    """Start the server for this environment (if none runs) and wait until it accepts requests."""
+    import time
+
+    where = paths() if enabled() else None
+    if where is None:
+        sys.stderr.write("the warm stage runner is off here (CHURN_WARM=0 or no private directory)\n")
+        return 1
+    deadline = time.monotonic() + limit_s
+    while (conn := _connect(where)) is None:
+        if os.path.exists(where.failed):
+            with open(where.failed) as note:
+                sys.stderr.write(f"the warm stage server could not start: {note.read().strip()}\n")
+            return 1
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"no warm stage server came up in {limit_s:.0f} s; see {where.log}\n")
+            return 1
+        _start_server(where)
+        time.sleep(0.2)
+    conn.close()
+    sys.stderr.write(f"warm stage server ready: {where.socket}\n")
+    return 0
+
+
 def stop_all() -> int:
     """Stop every server of this user (their running stages finish first)."""
     directory = runtime_dir()
@@ -731,13 +767,15 @@ def main(argv: list[str] | None = None) -> int:
         where = Paths(directory, argv[1])
         idle = float(os.environ.get("CHURN_WARM_IDLE", DEFAULT_IDLE_S))
         return Server(where, idle).serve()
+    if argv[:1] == ["--start"]:
+        return start()
     if argv[:1] == ["--stop"]:
         stopped = stop_all()
         sys.stderr.write(f"stopped {stopped} warm stage server(s)\n")
         return 0
     if len(argv) >= 2 and argv[0] == "-m":
         return run(argv[1], argv[2:])
-    sys.stderr.write("usage: python -m churn.warm -m MODULE [ARGS...] | --serve KEY | --stop\n")
+    sys.stderr.write("usage: python -m churn.warm -m MODULE [ARGS...] | --start | --stop | --serve KEY\n")
     return 2
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import yaml
 
+from tests.conftest import project_env
 from tests.integration.helpers import (
     DVC,
     exp_show,
@@ -67,6 +70,38 @@ def test_metrics_and_plots_commands_work(repo):
     run([*DVC, "metrics", "diff"], repo)
     result = run([*DVC, "plots", "show", "-o", "dvc_plots"], repo)
     assert (repo / "dvc_plots" / "index.html").exists(), result.stdout
+
+
+def test_stages_run_warm_and_cold_alike(repo, warm_servers):
+    """Stages are handed to the session's warm stage server (churn.warm); with CHURN_WARM=0 each runs in a
+    fresh interpreter. Both ways write byte-identical outputs and log one parent with five stage runs."""
+    deadline = time.monotonic() + 120
+    while not list(warm_servers.glob("*.sock")):  # the fixture's first stage started it in the background
+        assert time.monotonic() < deadline, "no warm stage server came up"
+        time.sleep(0.5)
+    committed = (repo / "dvc.lock").read_text()
+    before = {r.info.run_id for r in mlflow_runs(repo)}
+
+    run([*DVC, "repro", "-f"], repo)
+    served = "".join(log.read_text() for log in warm_servers.glob("*.log"))
+    for stage in STAGES:
+        assert f"stage churn.stages.{stage} runs in" in served and f"for {repo}" in served
+    assert (repo / "dvc.lock").read_text() == committed
+    run([*DVC, "repro", "-f"], repo, env=project_env(CHURN_WARM="0"))
+    assert (repo / "dvc.lock").read_text() == committed
+
+    parents, children = parents_and_children([r for r in mlflow_runs(repo) if r.info.run_id not in before])
+    assert len(parents) == 2
+    for parent in parents:
+        kids = children[parent.info.run_id]
+        assert sorted(k.data.tags["dvc.stage"] for k in kids) == sorted(STAGES)
+        assert all(k.info.status == "FINISHED" for k in kids)
+    # prepare's datasets carry the md5 of the files, as dvc.lock records them
+    lock = yaml.safe_load(committed)["stages"]["prepare"]["outs"]
+    prepare = next(k for p in parents for k in children[p.info.run_id] if k.data.tags["dvc.stage"] == "prepare")
+    digests = {d.dataset.name: d.dataset.digest for d in prepare.inputs.dataset_inputs}
+    assert digests["prepared_train"] == next(o["md5"] for o in lock if o["path"].endswith("train.parquet"))
+    assert digests["prepared_test"] == next(o["md5"] for o in lock if o["path"].endswith("test.parquet"))
 
 
 def test_exp_run_changes_C_and_tracks_one_parent_with_its_stage_runs(repo):

@@ -96,6 +96,19 @@ def test_cold_then_warm_runs_are_the_same_process_as_far_as_the_module_can_tell(
     assert "stage probe in" in log and "status 768" in log  # exit 3, as waitpid reports it
 
 
+def test_start_waits_until_the_server_accepts_and_stop_ends_it(runtime):
+    directory, env, _ = runtime
+    started = subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    assert list(directory.glob("*.sock")) and "ready" in started.stderr
+    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while list(directory.glob("*.sock")):
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.1)
+    assert "exits" in next(directory.glob("*.log")).read_text()
+
+
 def test_the_environment_libraries_read_at_import_selects_another_server(runtime):
     _, env, _ = runtime
     key = lambda **extra: subprocess.run(  # noqa: E731
@@ -108,6 +121,14 @@ def test_the_environment_libraries_read_at_import_selects_another_server(runtime
     assert key() == key(PROBE_VAR="x", DVC_ROOT="/elsewhere", PYTHONPATH=f"{SRC}")
     assert key() != key(OMP_NUM_THREADS="1")
     assert key() != key(PYTHONHASHSEED="0")
+    limited = subprocess.run(  # a stage would inherit the server's limits, so another limit is another server
+        ["sh", "-c", f"ulimit -n 512 && {sys.executable} -c 'from churn import warm; print(warm.server_key())'"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert limited and limited != key()
 
 
 def test_signals_reach_the_stage_and_a_vanished_client_stops_it(runtime, tmp_path):
@@ -159,7 +180,7 @@ def _stage_pid(directory: Path, index: int) -> int:
     while time.monotonic() < deadline:
         lines = [line for line in next(directory.glob("*.log")).read_text().splitlines() if " runs in " in line]
         if len(lines) > index:
-            return int(lines[index].rsplit(" ", 1)[1])
+            return int(lines[index].split(" runs in ", 1)[1].split()[0])
         time.sleep(0.1)
     raise AssertionError("the server did not log the stage")
 
