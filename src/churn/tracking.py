@@ -183,15 +183,19 @@ def _git(*args: str) -> str | None:
 
 def git_tags() -> dict[str, str]:
     """The commit the workspace is at, and whether tracked files differ from it (dvc.lock excepted,
-    because DVC itself rewrites it between stages)."""
+    because DVC itself rewrites it between stages). One `git status` call gives both."""
+    status = _git("status", "--porcelain=v2", "--branch", "--untracked-files=no")
+    if status is None:
+        return {}
     tags: dict[str, str] = {}
-    commit = _git("rev-parse", "HEAD")
-    if commit:
-        tags["git.commit"] = commit
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    if status is not None:
-        changed = [line[3:] for line in status.splitlines() if line[3:].strip() != "dvc.lock"]
-        tags["git.dirty"] = str(bool(changed)).lower()
+    changed = []
+    for line in status.splitlines():
+        if line.startswith("# branch.oid ") and line.split()[2] != "(initial)":
+            tags["git.commit"] = line.split()[2]
+        elif line[:2] in ("1 ", "2 ", "u "):  # ordinary, renamed (path<TAB>origin), unmerged entries
+            fields = {"1": 8, "2": 9, "u": 10}[line[0]]
+            changed.append(line.split(" ", fields)[fields].split("\t")[0])
+    tags["git.dirty"] = str(any(path != "dvc.lock" for path in changed)).lower()
     return tags
 
 
@@ -220,7 +224,7 @@ def _dvc_ancestor() -> tuple[int, float] | None:
     return None
 
 
-def pipeline_key() -> tuple[str, str] | None:
+def pipeline_key(commit: str = "") -> tuple[str, str] | None:
     """(key, run name) identifying this pipeline execution, or None for a stage run by hand."""
     if os.environ.get("CHURN_PIPELINE_KEY"):
         key = os.environ["CHURN_PIPELINE_KEY"]
@@ -236,13 +240,13 @@ def pipeline_key() -> tuple[str, str] | None:
     ancestor = _dvc_ancestor()
     if ancestor:
         pid, started = ancestor
-        commit = _git("rev-parse", "--short", "HEAD") or "nogit"
+        commit = commit[:7] or "nogit"
         return f"repro:{socket.gethostname()}:{pid}:{started:.3f}", f"repro@{commit}"
     return None
 
 
 def find_or_create_parent(store: Store, tags: dict[str, str]) -> str | None:
-    key = pipeline_key()
+    key = pipeline_key(tags.get("git.commit", ""))
     if key is None:
         return None
     key_value, run_name = key
@@ -311,9 +315,11 @@ class StageRun:
 
     @timed("logging")
     def set_tags(self, tags: dict[str, str], parent: bool = False) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(key, value) for key, value in tags.items()]
         for run_id in self._targets(parent):
-            for key, value in tags.items():
-                self.store.client.set_tag(run_id, key, value)
+            self.store.client.log_batch(run_id, tags=items)  # one transaction, not one per tag
 
     @timed("logging")
     def record_outputs(self, staged: dict[str, Path]) -> None:
