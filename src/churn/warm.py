@@ -602,6 +602,8 @@ class Server:
                 busy = bool(self.children or self.waiting)
                 if not busy and (self.stopping or time.monotonic() - last > self.idle_s):
                     break
+                if self.stopping and self.listener is not None:  # asked to stop: no new stages
+                    self._close_listener(unlink=self._socket_is_ours(inode))
                 if not self.stopping and not self._socket_is_ours(inode):
                     self.log.info("socket replaced or removed; stopping")
                     self._close_listener(unlink=False)
@@ -616,7 +618,7 @@ class Server:
                 except InterruptedError:
                     ready = []
                 for item in ready:
-                    if item is wake_r:
+                    if isinstance(item, int):  # the wake-up pipe: a signal arrived
                         with contextlib.suppress(BlockingIOError):
                             os.read(wake_r, 4096)
                     elif item is self.listener:
@@ -640,8 +642,9 @@ class Server:
         return 1
 
     def _stop(self, *_: object) -> None:
+        """SIGTERM/SIGINT: stop accepting; running stages finish and get their status first. (Only a flag:
+        the wake-up pipe makes select return, and the loop closes the listener.)"""
         self.stopping = True
-        self._close_listener(unlink=True)
 
     def _close_listener(self, unlink: bool) -> None:
         if self.listener is not None:

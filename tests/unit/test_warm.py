@@ -30,7 +30,7 @@ if __name__ == "__main__":
     print("to stderr", file=sys.stderr)
     if sys.argv[1:2] == ["sleep"]:
         open(sys.argv[2], "w").close()
-        time.sleep(60)
+        time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 60)
     sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
 """
 
@@ -107,6 +107,35 @@ def test_start_waits_until_the_server_accepts_and_stop_ends_it(runtime):
         assert time.monotonic() < deadline, "the server did not stop"
         time.sleep(0.1)
     assert "exits" in next(directory.glob("*.log")).read_text()
+
+
+def test_stopping_the_server_lets_a_running_stage_finish_and_report(runtime, tmp_path):
+    directory, env, _ = runtime
+    subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, check=True, capture_output=True)
+    marker = tmp_path / "running"
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "churn.warm", "-m", "probe", "sleep", str(marker), "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**env, "PROBE_EXIT": "5"},
+        cwd=tmp_path,
+        text=True,
+    )
+    stage.stdin.write("x\n")
+    stage.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.05)
+    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], env=env, check=True, capture_output=True)
+    out, err = stage.communicate(timeout=60)
+    assert stage.returncode == 5, err
+    assert json.loads(out)["warm"]
+    deadline = time.monotonic() + 30
+    while list(directory.glob("*.sock")):
+        assert time.monotonic() < deadline, "the server kept listening after --stop"
+        time.sleep(0.1)
 
 
 def test_the_environment_libraries_read_at_import_selects_another_server(runtime):
