@@ -45,6 +45,7 @@ def make_repo(root: Path, rows: int = 600, params: dict | None = None, raw: Path
         raw_path.write_bytes(raw.read_bytes())
     run(["git", "init", "-q", "-b", "main"], root)
     run([*DVC, "init", "-q"], root)
+    run([*DVC, "config", "core.analytics", "false"], root)  # as the project's .dvc/config
     run([*DVC, "remote", "add", "-d", "local", "../dvc-storage"], root)
     run([*DVC, "add", "-q", settings["data"]["raw_path"]], root)
     run(["git", "add", "-A"], root)
