@@ -14,13 +14,16 @@ How (`bin/py -m churn.stages.<name>` goes through `python -m churn.warm -m churn
   environment, umask and sys.path, drops any `churn` module (a queued experiment runs its own commit's
   code, from its own checkout) and runs the stage module as `__main__`. The server reports the child's
   exit status; the client exits with it and forwards SIGINT/SIGTERM/SIGHUP to the child.
-- No server yet: the client starts one in the background (it preloads, then listens) and runs this
-  stage the cold way (exec of `python -m <module>`), so nothing ever waits for the server. Any failure
-  to reach a server before the stage has started falls back to the cold way too.
-- One server per interpreter, site-packages state and import-time environment (thread counts, locale,
-  hash seed...), so a changed venv or environment never reuses modules imported under other settings.
-  The server holds no repository state: no open store, no churn code; it exits after CHURN_WARM_IDLE
-  seconds (default 900) without requests. `python -m churn.warm --stop` stops this user's servers.
+- No server yet: the client starts one in the background (it imports the libraries and uses each once,
+  then listens) and runs this stage the cold way (exec of `python -m <module>`), so nothing ever waits
+  for the server. Any failure to reach a server before the stage has started falls back to the cold way
+  too, and a stage never runs twice: the child waits for the client's "go".
+- One server per interpreter, site-packages state, resource limits, CPU set and import-time environment
+  (thread counts, locale, hash seed...), so a changed venv or environment never reuses modules imported
+  under other settings. The server holds no repository state and no threads: no open store, no churn
+  code; it exits after CHURN_WARM_IDLE seconds (default 900) without requests. `python -m churn.warm
+  --start` starts one and waits until it accepts; `--stop` stops this user's servers (running stages
+  finish first).
 - CHURN_WARM=0 turns it off (bin/py then execs `python -m churn.stages.<name>` directly).
 """
 
