@@ -436,7 +436,8 @@ def start_queue(root: Path, jobs: int, env: dict[str, str], output: Path) -> Non
     the call would return only when they exit (every task done, plus their 10 s of idling)."""
     with output.open("w") as handle:
         cmd = [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)]
-        result = subprocess.run(cmd, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        # (a timeout: DVC can lose a worker's shutdown message, and then `queue start` never returns)
+        result = subprocess.run(cmd, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=900)
     if result.returncode != 0:
         raise BenchError(f"dvc queue start exited {result.returncode}: {output.read_text()[-1500:]}")
 

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 TRAIN_ON = {"train", "evaluate", "register"}
 
 
-def wait_queue(root: Path, env: dict | None = None) -> str:
-    code = "from churn.sweep import wait_for_queue; print(wait_for_queue(2.0))"
+def run_queue(root: Path, jobs: int, env: dict | None = None) -> str:
+    """`dvc queue start -j N` until every queued experiment has run, as `make sweep` does (churn.sweep)."""
+    code = f"from churn.sweep import run_queue; print(run_queue({jobs}, poll_s=2.0))"
     return run([PYTHON, "-c", code], root, env).stdout
 
 
@@ -52,8 +53,7 @@ def test_queued_grid_with_two_workers_tracks_every_experiment(repo):
     before = {r.info.run_id for r in mlflow_runs(repo)}
     queued = run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.01,0.1,1"], repo).stdout
     assert queued.count("Queued experiment") == 3
-    run([*DVC, "queue", "start", "-j", "2"], repo)
-    status = wait_queue(repo)
+    status = run_queue(repo, 2)
     assert status.count("Success") == 3, status
 
     names = set(experiments(repo))
@@ -140,8 +140,7 @@ def test_sweep_into_a_store_that_does_not_exist_yet(tmp_path):
     root = make_repo(tmp_path / "repo", rows=400)
     assert not (root / "mlflow.db").exists()
     run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.05,0.2"], root)
-    run([*DVC, "queue", "start", "-j", "2"], root)
-    status = wait_queue(root)
+    status = run_queue(root, 2)
     assert status.count("Success") == 2, status
     parents, children = parents_and_children(mlflow_runs(root))
     assert len(parents) == 2
@@ -158,8 +157,7 @@ def test_a_stamped_tracking_uri_wins_over_a_worker_environment(tmp_path):
     run([*DVC, "exp", "run", "--queue", "-S", "model.C=0.3", "-S", f"mlflow.tracking_uri={intended}"], root)
     elsewhere = tmp_path / "elsewhere.db"
     env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
-    run([*DVC, "queue", "start", "-j", "1"], root, env)
-    assert wait_queue(root, env).count("Success") == 1
+    assert run_queue(root, 1, env).count("Success") == 1
     assert not elsewhere.exists()
     names = {p.data.tags.get("dvc.exp_name") for p in parents_and_children(mlflow_runs(root))[0]}
     assert set(experiments(root)) <= names
