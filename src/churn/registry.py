@@ -299,12 +299,12 @@ def open_registry(configured_uri: str = "") -> tuple[MlflowClient, str]:
     import mlflow
     from mlflow import MlflowClient
 
-    from churn.tracking import _preflight, redact, tracking_uri
+    from churn.tracking import preflight, redact, tracking_uri
 
     uri = tracking_uri(configured=configured_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise ChurnError(f"no MLflow store at {redact(uri)}; run `make run` first, or set MLFLOW_TRACKING_URI")
-    _preflight(uri)
+    preflight(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri

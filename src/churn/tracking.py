@@ -88,7 +88,7 @@ def redact(uri: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
-def _preflight(uri: str) -> None:
+def preflight(uri: str) -> None:
     """Fail in seconds, with one line naming the URL, when a server store cannot be reached."""
     if uri.startswith(("http://", "https://")):
         import urllib.error
@@ -152,7 +152,7 @@ def connect(experiment: str, configured_uri: str = "") -> Store:
     uri = tracking_uri(root, configured_uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
-    _preflight(uri)
+    preflight(uri)
     mlflow.set_tracking_uri(uri)
     try:
         with store_lock(root):
@@ -287,6 +287,7 @@ class StageRun:
     store: Store
     run_id: str
     parent_id: str | None
+    data_md5: str = ""  # of the stage's inputs, as tagged (data.md5)
     output_md5: dict[str, str] = field(default_factory=dict)
 
     @timed("logging")
@@ -363,7 +364,7 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
         raise
     except Exception as exc:  # noqa: BLE001
         raise _explain(exc, store.uri) from None
-    run = StageRun(store=store, run_id=active.info.run_id, parent_id=parent_id)
+    run = StageRun(store=store, run_id=active.info.run_id, parent_id=parent_id, data_md5=tags["data.md5"])
     log.info("MLflow run %s (stage %s) in %s", run.run_id, stage, redact(store.uri))
     try:
         yield run

@@ -515,16 +515,24 @@ def _exercise_plots() -> None:
 
 
 class Child:
-    """A running stage process, as the server knows it."""
+    """A stage process, as the server knows it: its client's connection, and until the client says go, the
+    write end of the pipe the process waits on."""
 
-    def __init__(self, conn: socket.socket, module: str, cwd: str) -> None:
+    def __init__(self, conn: socket.socket, module: str, cwd: str, go_w: int) -> None:
         import time
 
         self.conn = conn
         self.module = module
         self.cwd = cwd
+        self.go_w: int | None = go_w
         self.started = time.monotonic()
         self.client_alive = True
+
+    def release(self) -> None:
+        """Close the go pipe (the process then either runs or, never told to go, exits)."""
+        if self.go_w is not None:
+            os.close(self.go_w)
+            self.go_w = None
 
 
 class Server:
@@ -535,8 +543,6 @@ class Server:
         self.idle_s = idle_s
         self.log = logging.getLogger("churn.warm.server")
         self.children: dict[int, Child] = {}
-        self.waiting: dict[socket.socket, int] = {}  # conn -> pid, before the client said go
-        self.pipes: dict[int, int] = {}  # pid -> write end of its go pipe
         self.listener: socket.socket | None = None
         self.stopping = False
         self.own_fds: list[int] = []  # the lock and wake-up pipe: closed in every stage process
@@ -602,8 +608,7 @@ class Server:
         last = time.monotonic()
         try:
             while True:
-                busy = bool(self.children or self.waiting)
-                if not busy and (self.stopping or time.monotonic() - last > self.idle_s):
+                if not self.children and (self.stopping or time.monotonic() - last > self.idle_s):
                     break
                 if self.stopping and self.listener is not None:  # asked to stop: no new stages
                     self._close_listener(unlink=self._socket_is_ours(inode))
@@ -611,11 +616,10 @@ class Server:
                     self.log.info("socket replaced or removed; stopping")
                     self._close_listener(unlink=False)
                     self.stopping = True
-                watched = [wake_r, *self.waiting]
-                watched += [child.conn for child in self.children.values() if child.client_alive]
+                by_conn = {child.conn: pid for pid, child in self.children.items() if child.client_alive}
+                watched = [wake_r, *by_conn]
                 if self.listener is not None:
                     watched.append(self.listener)
-                watched = list(dict.fromkeys(watched))  # a waiting client is also a running child's
                 try:
                     ready, _, _ = select.select(watched, [], [], 5.0)
                 except InterruptedError:
@@ -626,12 +630,12 @@ class Server:
                             os.read(wake_r, 4096)
                     elif item is self.listener:
                         self._accept()
-                    elif item in self.waiting:
-                        self._go(item)
+                    elif self.children[by_conn[item]].go_w is not None:
+                        self._go(by_conn[item])
                     else:
-                        self._client_gone(item)
+                        self._client_gone(by_conn[item])
                 self._reap()
-                if self.children or self.waiting:
+                if self.children:
                     last = time.monotonic()
         finally:
             self._close_listener(unlink=self._socket_is_ours(inode))
@@ -704,45 +708,39 @@ class Server:
         os.close(go_r)
         for fd in fds:
             os.close(fd)
-        self.pipes[pid] = go_w
-        self.children[pid] = Child(conn, request["module"], request["cwd"])
+        child = self.children[pid] = Child(conn, request["module"], request["cwd"], go_w)
         try:
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
             conn.settimeout(None)
-            self.waiting[conn] = pid
         except OSError:
             self.log.warning("client left before stage %s started; cancelled", request["module"])
             os.kill(pid, signal.SIGKILL)
-            os.close(self.pipes.pop(pid))
+            child.release()
 
-    def _go(self, conn: socket.socket) -> None:
-        pid = self.waiting.pop(conn)
+    def _go(self, pid: int) -> None:
+        child = self.children[pid]
         try:
-            ok = conn.recv(16).startswith(b"go")
+            ok = child.conn.recv(16).startswith(b"go")
         except OSError:
             ok = False
-        go_w = self.pipes.pop(pid)
         if ok:
-            os.write(go_w, b"g")
-            child = self.children[pid]
+            os.write(child.go_w, b"g")
             self.log.info("stage %s runs in %d for %s", child.module, pid, child.cwd)
         else:
             os.kill(pid, signal.SIGKILL)
-        os.close(go_w)
+        child.release()
 
-    def _client_gone(self, conn: socket.socket) -> None:
-        for pid, child in self.children.items():
-            if child.conn is conn and child.client_alive:
-                try:
-                    if conn.recv(16):
-                        return  # not an end of stream
-                except OSError:
-                    pass
-                child.client_alive = False
-                self.log.warning("client of %d (%s) is gone; terminating it", pid, child.module)
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
-                return
+    def _client_gone(self, pid: int) -> None:
+        child = self.children[pid]
+        try:
+            if child.conn.recv(16):
+                return  # not an end of stream
+        except OSError:
+            pass
+        child.client_alive = False
+        self.log.warning("client of %d (%s) is gone; terminating it", pid, child.module)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
 
     def _reap(self) -> None:
         import time
@@ -755,11 +753,8 @@ class Server:
             if pid == 0:
                 return
             child = self.children.pop(pid)
+            child.release()
             conn = child.conn
-            self.waiting.pop(conn, None)
-            go_w = self.pipes.pop(pid, None)
-            if go_w is not None:
-                os.close(go_w)
             elapsed = time.monotonic() - child.started
             self.log.info("stage %s in %d: status %d after %.2f s", child.module, pid, status, elapsed)
             with contextlib.suppress(OSError):
@@ -779,9 +774,11 @@ def _child(server: Server, conn: socket.socket, fds: list[int], go_r: int, reque
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if server.listener is not None:
             server.listener.close()
-        for other in [*server.waiting, *(child.conn for child in server.children.values())]:
-            other.close()
-        for fd in [*server.pipes.values(), *server.own_fds]:
+        for other in server.children.values():
+            other.conn.close()
+            if other.go_w is not None:
+                os.close(other.go_w)
+        for fd in server.own_fds:
             os.close(fd)
         conn.close()
         if os.read(go_r, 1) != b"g":

@@ -43,7 +43,7 @@ def runtime(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "PYTHONPATH"))}
     env.update(CHURN_WARM_DIR=str(directory), PYTHONPATH=f"{SRC}{os.pathsep}{tmp_path}", CHURN_WARM_IDLE="60")
     yield directory, env, tmp_path
-    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], env=env, capture_output=True, check=False)
+    warm_cli(env, "--stop", check=False)
     for _ in range(100):
         if not list(directory.glob("*.sock")):
             break
@@ -60,6 +60,36 @@ def client(env, cwd, *args, stdin="hello\n", **extra):
         text=True,
         timeout=120,
     )
+
+
+def warm_cli(env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m churn.warm --start` / `--stop` in the test's environment."""
+    cmd = [sys.executable, "-m", "churn.warm", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=check)
+
+
+def wait_until(condition, message: str, limit_s: float = 30) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def sleeping_stage(env, cwd: Path, marker: Path, *args: str) -> subprocess.Popen:
+    """A warm probe that sleeps (60 s, or args[0]) once it has created `marker`; returned when it runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "churn.warm", "-m", "probe", "sleep", str(marker), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    proc.stdin.write("x\n")
+    proc.stdin.flush()
+    wait_until(marker.exists, "the stage never started", limit_s=60)
+    return proc
 
 
 def wait_for_server(directory: Path, limit_s: float = 120) -> Path:
@@ -98,44 +128,23 @@ def test_cold_then_warm_runs_are_the_same_process_as_far_as_the_module_can_tell(
 
 def test_start_waits_until_the_server_accepts_and_stop_ends_it(runtime):
     directory, env, _ = runtime
-    started = subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, capture_output=True, text=True)
+    started = warm_cli(env, "--start", check=False)
     assert started.returncode == 0, started.stderr
     assert list(directory.glob("*.sock")) and "ready" in started.stderr
-    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], env=env, check=True, capture_output=True)
-    deadline = time.monotonic() + 30
-    while list(directory.glob("*.sock")):
-        assert time.monotonic() < deadline, "the server did not stop"
-        time.sleep(0.1)
+    warm_cli(env, "--stop")
+    wait_until(lambda: not list(directory.glob("*.sock")), "the server did not stop")
     assert "exits" in next(directory.glob("*.log")).read_text()
 
 
 def test_stopping_the_server_lets_a_running_stage_finish_and_report(runtime, tmp_path):
     directory, env, _ = runtime
-    subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, check=True, capture_output=True)
-    marker = tmp_path / "running"
-    stage = subprocess.Popen(
-        [sys.executable, "-m", "churn.warm", "-m", "probe", "sleep", str(marker), "3"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**env, "PROBE_EXIT": "5"},
-        cwd=tmp_path,
-        text=True,
-    )
-    stage.stdin.write("x\n")
-    stage.stdin.flush()
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the stage never started"
-        time.sleep(0.05)
-    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], env=env, check=True, capture_output=True)
+    warm_cli(env, "--start")
+    stage = sleeping_stage({**env, "PROBE_EXIT": "5"}, tmp_path, tmp_path / "running", "3")
+    warm_cli(env, "--stop")
     out, err = stage.communicate(timeout=60)
     assert stage.returncode == 5, err
     assert json.loads(out)["warm"]
-    deadline = time.monotonic() + 30
-    while list(directory.glob("*.sock")):
-        assert time.monotonic() < deadline, "the server kept listening after --stop"
-        time.sleep(0.1)
+    wait_until(lambda: not list(directory.glob("*.sock")), "the server kept listening after --stop")
 
 
 def test_the_environment_libraries_read_at_import_selects_another_server(runtime):
@@ -165,42 +174,21 @@ def test_signals_reach_the_stage_and_a_vanished_client_stops_it(runtime, tmp_pat
     client(env, tmp_path)
     wait_for_server(directory)
 
-    def start(marker: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "churn.warm", "-m", "probe", "sleep", str(marker)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=tmp_path,
-            text=True,
-        )
-        proc.stdin.write("x\n")
-        proc.stdin.flush()
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the stage never started"
-            time.sleep(0.05)
-        return proc
-
-    interrupted = start(tmp_path / "m1")
+    interrupted = sleeping_stage(env, tmp_path, tmp_path / "m1")
     interrupted.send_signal(signal.SIGINT)
     _, err = interrupted.communicate(timeout=60)
     assert interrupted.returncode == 128 + signal.SIGINT and "KeyboardInterrupt" in err
 
-    terminated = start(tmp_path / "m2")
+    terminated = sleeping_stage(env, tmp_path, tmp_path / "m2")
     terminated.send_signal(signal.SIGTERM)
     terminated.communicate(timeout=60)
     assert terminated.returncode == 128 + signal.SIGTERM
 
-    orphaned = start(tmp_path / "m3")
+    orphaned = sleeping_stage(env, tmp_path, tmp_path / "m3")
     stage_pid = _stage_pid(directory, index=2)
     orphaned.kill()
     orphaned.communicate(timeout=60)
-    deadline = time.monotonic() + 30
-    while _alive(stage_pid):
-        assert time.monotonic() < deadline, f"stage {stage_pid} outlived its client"
-        time.sleep(0.1)
+    wait_until(lambda: not _alive(stage_pid), f"stage {stage_pid} outlived its client")
 
 
 def _stage_pid(directory: Path, index: int) -> int:

@@ -41,7 +41,7 @@ def run(params: Params) -> None:
                 prefix="prepare.",
             )
             run.record_outputs(staged)
-            _log_datasets(raw, train, test, params, raw_path, run.output_md5)
+            _log_datasets(raw, train, test, params, raw_path, {str(raw_path): run.data_md5, **run.output_md5})
         out.publish()
 
 
@@ -50,18 +50,17 @@ SCHEMA_ROWS = 1000
 
 @timed("logging")
 def _log_datasets(raw, train, test, params: Params, raw_path: Path, md5: dict[str, str]) -> None:
-    """Log the three tables as MLflow datasets, with the exact file md5s (as in dvc.lock) as digests.
+    """Log the three tables as MLflow datasets, with the exact file md5s (as in dvc.lock, `md5` by path;
+    the raw file's is the run's data.md5) as digests.
 
     Passing the digest and inferring column types from the first rows keeps this cheap: MLflow's own
     digest and schema inference look at every value of every text column in Python (0.5 s at 20k rows,
     growing with the data). Whether a column may be missing is still decided on all rows."""
     import warnings
 
-    from churn.io import file_md5
-
     target = params.data.target
     datasets = [
-        (raw, "raw", "raw", str(raw_path), file_md5(raw_path), None),
+        (raw, "raw", "raw", str(raw_path), md5[str(raw_path)], None),
         (train, "prepared_train", "training", str(TRAIN), md5[str(TRAIN)], target),
         (test, "prepared_test", "testing", str(TEST), md5[str(TEST)], target),
     ]
