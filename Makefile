@@ -24,14 +24,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 data: setup ## obtain the raw data: DVC remote, else regenerate the sample and check it against its .dvc pointer
-	$(BIN)/python -m churn.rawdata
+	$(BIN)/python -m churn.tools.rawdata
 
 init: setup ## create the MLflow store and experiment once, before anything runs in parallel
-	$(BIN)/python -m churn.tracking init
+	$(BIN)/python -m churn.tools.store init
 
 run: data init ## the main job: setup, data, tracking store, `dvc repro`, summary
 	$(BIN)/dvc repro
-	@$(BIN)/python -m churn.tracking summary
+	@$(BIN)/python -m churn.tools.store summary
 
 test: setup ## run every test (unit, stages, integration)
 	$(BIN)/python -m pytest
@@ -45,7 +45,7 @@ format: setup ## ruff fix and format
 	$(BIN)/ruff format src tests bench
 
 ui: init ## open the MLflow UI on http://127.0.0.1:5000 for the local store
-	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -m churn.tracking uri)" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -m churn.tools.store uri)" --host 127.0.0.1 --port 5000
 
 lock: setup ## re-pin requirements.txt from its direct pins
 	sed '/^# --- Transitive/,$$d' requirements.txt | grep -E '^[a-zA-Z]' > $(VENV)/direct.txt
@@ -60,10 +60,10 @@ clean: ## remove stage outputs and caches (keeps .venv, the MLflow store and the
 JOBS ?= 2
 
 sweep: init ## queue every family's grid from params `sweep` as DVC experiments and run them (JOBS=2)
-	$(BIN)/python -m churn.sweep --run --jobs $(JOBS)
+	$(BIN)/python -m churn.tools.sweep --run --jobs $(JOBS)
 
 compare: setup ## rank experiments (DVC + MLflow), sync dvc.exp_rev tags, write reports/compare.html
-	$(BIN)/python -m churn.compare
+	$(BIN)/python -m churn.tools.compare
 
 # --- Tuning (issue 5): an Optuna study on the train split's CV, tracked in MLflow, applied through DVC -----
 .PHONY: tune
@@ -73,18 +73,18 @@ STORAGE ?=
 APPLY ?=
 
 tune: init ## Optuna study (needs `make run` first): make tune [TRIALS=n] [TIMEOUT=s] [STORAGE=url] [APPLY=1]
-	$(BIN)/python -m churn.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+	$(BIN)/python -m churn.tools.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1 yes true,$(APPLY)),--apply)
 
 # --- Registry, serving, batch scoring (issue 4) ----------------------------------------------------
 .PHONY: registry serve
 PORT ?= 5001
 
-registry: ## list the registry's versions with aliases and metrics (python -m churn.registry --help)
-	$(BIN)/python -m churn.registry list
+registry: ## list the registry's versions with aliases and metrics (python -m churn.tools.registry --help)
+	$(BIN)/python -m churn.tools.registry list
 
 serve: ## serve the champion with `mlflow models serve` on 127.0.0.1:$(PORT) (PORT=5001); POST rows to /invocations
-	@uri="$$($(BIN)/python -m churn.registry uri)" && store="$$($(BIN)/python -m churn.tracking uri)" && \
+	@uri="$$($(BIN)/python -m churn.tools.registry uri)" && store="$$($(BIN)/python -m churn.tools.store uri)" && \
 	echo "serving $$uri on http://127.0.0.1:$(PORT)/invocations" && \
 	MLFLOW_TRACKING_URI="$$store" exec $(BIN)/mlflow models serve -m "$$uri" --env-manager local \
 		--host 127.0.0.1 --port $(PORT)

@@ -18,13 +18,16 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import psutil
 
-from churn.data import read_raw, split, validate_and_clean
-from churn.features import build_preprocessor, raw_feature_importance, transform
-from churn.io import write_json, write_parquet, write_pickle
-from churn.layout import (
+from churn.config import Params, load_params
+from churn.core.evaluation import classification_metrics, classification_report, confusion, pr_points, roc_points
+from churn.core.features import build_preprocessor, raw_feature_importance, transform
+from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
+from churn.core.plots import confusion_matrix_figure, curve_figure, feature_importance_figure
+from churn.core.schema import split, validate_and_clean
+from churn.pipeline.files import read_raw, write_csv_rows, write_figure, write_json, write_parquet, write_pickle
+from churn.pipeline.paths import (
     CONFUSION,
     CV_METRICS,
     DECISION,
@@ -44,12 +47,7 @@ from churn.layout import (
     REPORT,
     ROC,
 )
-from churn.metrics import classification_metrics, classification_report, pr_points, roc_points
-from churn.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
-from churn.params import Params, load_params
-from churn.plots import confusion_matrix_png, curve_png, feature_importance_png
-from churn.registry import gate
-from churn.stages.evaluate import _write_confusion
+from churn.tracking.registry import gate
 
 PROCESS = psutil.Process()
 
@@ -133,21 +131,22 @@ def run(params: Params, out: Path, clock: Clock) -> dict[str, float]:
         metrics = classification_metrics(y_true, proba, params.evaluate.threshold)
         roc, prc = roc_points(y_true, proba), pr_points(y_true, proba)
         importance = raw_feature_importance(preprocessor, model)
-        matrix = np.array([[np.sum((y_true == a) & (y_pred == p)) for p in (0, 1)] for a in (0, 1)])
+        matrix = confusion(y_true, y_pred)
         labels = [f"not {data.positive_label}", str(data.positive_label)]
         report = classification_report(y_true, y_pred, data.positive_label)
     with clock("evaluate", "write"):
         write_json(metrics, dest(METRICS))
         write_json({"roc": roc}, dest(ROC))
         write_json({"prc": prc}, dest(PRC))
-        _write_confusion(y_true, y_pred, dest(CONFUSION))
+        write_csv_rows(["actual", "predicted"], zip(y_true.tolist(), y_pred.tolist(), strict=True), dest(CONFUSION))
         write_json(report, dest(REPORT))
         write_json({k: round(float(v), 6) for k, v in importance.items()}, dest(IMPORTANCE))
-        confusion_matrix_png(matrix, labels, dest(FIG_CONFUSION))
-        feature_importance_png(importance, dest(FIG_IMPORTANCE))
-        curve_png(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", dest(FIG_ROC), diagonal=True)
+        write_figure(confusion_matrix_figure(matrix, labels), dest(FIG_CONFUSION))
+        write_figure(feature_importance_figure(importance), dest(FIG_IMPORTANCE))
+        roc_title = f"ROC (AUC {metrics['roc_auc']:.3f})"
+        write_figure(curve_figure(roc, "fpr", "tpr", roc_title, diagonal=True), dest(FIG_ROC))
         title = f"Precision-recall (AP {metrics['pr_auc']:.3f})"
-        curve_png(prc, "recall", "precision", title, dest(FIG_PRC), diagonal=False)
+        write_figure(curve_figure(prc, "recall", "precision", title, diagonal=False), dest(FIG_PRC))
 
     with clock("register", "compute"):
         decision = gate(metrics, params.register)

@@ -390,7 +390,7 @@ def wait_for_queue(root: Path, timings: Path, experiments: int, limit_s: float =
     `dvc queue status` costs most of a second of CPU, which a -j 2 sweep on two cores would feel: until
     every experiment's last stage has written its timings, it is asked only every 15 s (to notice a
     failure), then every second until DVC has collected the experiments."""
-    from churn.sweep import ACTIVE
+    from churn.tools.sweep import ACTIVE
 
     deadline = time.monotonic() + limit_s
     asked = -1e9

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churn.generate import generate
+from churn.core.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
 TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
@@ -34,6 +34,17 @@ def warm_servers():
     else:
         os.environ["CHURN_WARM_DIR"] = previous
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A SQLAlchemy URI of a PostgreSQL role that may create databases, for tests marked `postgres`: the server
+    of CHURN_TEST_POSTGRES_URI (.ci/run) or else a throwaway cluster this session starts from the installed
+    binaries and stops at its end; skipped, with one line, when no PostgreSQL server binaries are installed."""
+    from tests.integration.services import postgres_server  # imports this module: not at the top
+
+    with postgres_server() as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -39,9 +39,9 @@ def timed(name: str):
 
 
 def _process_age() -> float:
-    """Seconds since the stage's process started: for a stage run by the warm runner, since the client
-    process DVC started (its interpreter start-up and hand-over are part of the stage's cost)."""
-    from churn.warm import process_age
+    """Seconds since the stage's process started (under a fork server, since its client started: the
+    client's interpreter start-up and hand-over are part of the stage's cost)."""
+    from churn.system import process_age
 
     age = process_age()
     if age is not None:

@@ -5,7 +5,7 @@ Why: a stage's own work on the default data is 0.1-0.4 s, but a fresh interprete
 importing what the stage uses (bench/README.md). DVC starts one process per stage, so that cost is paid
 five times per `dvc repro`.
 
-How (`bin/py -m churn.stages.<name>` goes through `python -m churn.warm -m churn.stages.<name>`):
+How (`bin/py -m churn.pipeline.<name>` goes through `python -m churn.warm -m churn.pipeline.<name>`):
 
 - The client (this module's `main`, a few standard-library imports) connects to a per-user Unix socket
   and sends its argv, working directory, environment, umask and sys.path, with its stdin, stdout and
@@ -24,7 +24,7 @@ How (`bin/py -m churn.stages.<name>` goes through `python -m churn.warm -m churn
   code; it exits after CHURN_WARM_IDLE seconds (default 900) without requests. `python -m churn.warm
   --start` starts one and waits until it accepts; `--stop` stops this user's servers (running stages
   finish first).
-- CHURN_WARM=0 turns it off (bin/py then execs `python -m churn.stages.<name>` directly).
+- CHURN_WARM=0 turns it off (bin/py then execs `python -m churn.pipeline.<name>` directly).
 """
 
 from __future__ import annotations
@@ -370,7 +370,7 @@ def _preload(log) -> None:
 
     import matplotlib
 
-    matplotlib.use("Agg")  # what churn.plots selects; importing pyplot then never probes for a display
+    matplotlib.use("Agg")  # what churn.core.plots selects; importing pyplot then never probes for a display
     start = time.perf_counter()
     for name in PRELOAD:
         try:

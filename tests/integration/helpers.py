@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from churn.generate import write_csv
+from churn.tools.generate import write_csv
 from tests.conftest import copy_project, project_env
 
 PYTHON = sys.executable
@@ -55,7 +55,7 @@ def make_repo(root: Path, rows: int = 600, params: dict | None = None, raw: Path
 
 def reproduce(root: Path, env: dict[str, str] | None = None, commit: bool = True) -> None:
     """Create the store, run the pipeline and (by default) commit its results, as a user would."""
-    run([PYTHON, "-m", "churn.tracking", "init"], root, env)
+    run([PYTHON, "-m", "churn.tools.store", "init"], root, env)
     run([*DVC, "repro"], root, env)
     if commit:
         run(["git", "add", "-A"], root, env)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churn.generate import write_csv
+from churn.tools.generate import write_csv
 from tests.conftest import REPO, copy_project, project_env
 from tests.integration.helpers import DVC, run
 from tests.integration.services import S3_ENV, moto_s3

@@ -26,8 +26,8 @@ TRAIN_ON = {"train", "evaluate", "register"}
 
 
 def run_queue(root: Path, jobs: int, env: dict | None = None) -> str:
-    """`dvc queue start -j N` until every queued experiment has run, as `make sweep` does (churn.sweep)."""
-    code = f"from churn.sweep import run_queue; print(run_queue({jobs}, poll_s=2.0))"
+    """`dvc queue start -j N` until every queued experiment has run, as `make sweep` does (churn.tools.sweep)."""
+    code = f"from churn.tools.sweep import run_queue; print(run_queue({jobs}, poll_s=2.0))"
     return run([PYTHON, "-c", code], root, env).stdout
 
 
@@ -69,12 +69,12 @@ def test_queued_grid_with_two_workers_tracks_every_experiment(repo):
 
 def test_run_cache_restore_stays_traceable_and_compare_agrees(repo):
     """The same params again: DVC restores train/evaluate/register from its run-cache, no stage runs,
-    and `churn.compare` still leads from the new experiment to the run that computed its results."""
+    and `churn.tools.compare` still leads from the new experiment to the run that computed its results."""
     before = {r.info.run_id for r in mlflow_runs(repo)}
     run([*DVC, "exp", "run", "-S", "model.C=0.01", "--name", "again-001"], repo)
     assert {r.info.run_id for r in mlflow_runs(repo)} == before  # nothing ran, nothing logged
 
-    result = run([PYTHON, "-m", "churn.compare"], repo)
+    result = run([PYTHON, "-m", "churn.tools.compare"], repo)
     text = result.stdout + result.stderr
     assert "again-001" in text
     row = next(line for line in text.splitlines() if line.startswith("again-001"))
@@ -103,7 +103,7 @@ def test_compare_html_renders_in_headless_chromium(repo, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
         pytest.skip("chromium is not installed here (CI installs it)")
-    run([PYTHON, "-m", "churn.compare"], repo)
+    run([PYTHON, "-m", "churn.tools.compare"], repo)
     page = (repo / "reports" / "compare.html").as_uri()
     flags = [
         "--headless",
@@ -174,7 +174,7 @@ def test_sweep_queues_each_family_and_compare_names_the_winner(repo):
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     before = set(experiments(repo))
-    run([PYTHON, "-m", "churn.sweep", "--run", "--jobs", "2"], repo)
+    run([PYTHON, "-m", "churn.tools.sweep", "--run", "--jobs", "2"], repo)
     new = {name: rev for name, rev in experiments(repo).items() if name not in before}
     assert len(new) == 3
     types = sorted(r["data"]["params"]["params.yaml"]["data"]["model"]["type"] for r in new.values())
@@ -184,7 +184,7 @@ def test_sweep_queues_each_family_and_compare_names_the_winner(repo):
 
     import re
 
-    text = run([PYTHON, "-m", "churn.compare"], repo).stderr
+    text = run([PYTHON, "-m", "churn.tools.compare"], repo).stderr
     rows = text[text.index("experiment ") :].splitlines()[2:]
     rows = [r for r in rows if re.search(r"\s\d\.\d{4}\s", r)]
     roc = [float(re.search(r"\s(\d\.\d{4})\s", r).group(1)) for r in rows]

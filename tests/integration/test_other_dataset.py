@@ -48,7 +48,7 @@ TELCO_DATA = {
 def test_telco_by_params_alone_reaches_roc_auc_above_080(tmp_path):
     root = make_repo(tmp_path / "repo", params={"data": TELCO_DATA}, raw=TELCO)
     src_before = run(["git", "ls-files", "-s", "src"], root).stdout
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
+    run([PYTHON, "-m", "churn.tools.store", "init"], root)
     run([*DVC, "repro"], root)
 
     metrics = json.loads((root / "reports" / "metrics.json").read_text())

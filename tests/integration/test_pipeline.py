@@ -83,7 +83,7 @@ def test_stages_run_warm_and_cold_alike(repo, warm_servers):
     run([*DVC, "repro", "-f"], repo)
     served = "".join(log.read_text() for log in warm_servers.glob("*.log"))
     for stage in STAGES:
-        assert f"stage churn.stages.{stage} runs in" in served and f"for {repo}" in served
+        assert f"stage churn.pipeline.{stage} runs in" in served and f"for {repo}" in served
     assert (repo / "dvc.lock").read_text() == committed
     run([*DVC, "repro", "-f"], repo, env=project_env(CHURN_WARM="0"))
     assert (repo / "dvc.lock").read_text() == committed

@@ -63,7 +63,7 @@ def roc_auc(version) -> float:
 
 
 def registry_cli(root: Path, *args: str, check: bool = True):
-    return run([PYTHON, "-m", "churn.registry", *args], root, check=check)
+    return run([PYTHON, "-m", "churn.tools.registry", *args], root, check=check)
 
 
 def one_error_line(result) -> str:
@@ -231,7 +231,7 @@ def rows(repo) -> pd.DataFrame:
 
 def predict(repo: Path, source: Path, target: Path, check: bool = True):
     args = ["--model", f"models:/{NAME}@champion", "--input", str(source), "--output", str(target)]
-    return run([PYTHON, "-m", "churn.predict", *args], repo, check=check)
+    return run([PYTHON, "-m", "churn.tools.predict", *args], repo, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +336,7 @@ def test_make_serve_answers_with_the_batch_scores(repo, scored_csv):
 
 def reproduce(root: Path, version: str):
     before = sorted(versions(root))
-    result = run([PYTHON, "-m", "churn.reproduce", version], root)
+    result = run([PYTHON, "-m", "churn.tools.reproduce", version], root)
     assert result.stdout.strip() == "identical", result.stderr[-3000:]
     assert "byte-identical" in result.stderr
     assert sorted(versions(root)) == before  # the rebuild logged to a throwaway store
@@ -355,7 +355,7 @@ def test_fresh_clone_registers_its_own_champion_and_reproduces_it(repo, tmp_path
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     raw = Path("data/raw/customers.csv")
     (clone / raw).write_bytes((repo / raw).read_bytes())  # what `make data` does from the DVC remote
-    run([PYTHON, "-m", "churn.tracking", "init"], clone)
+    run([PYTHON, "-m", "churn.tools.store", "init"], clone)
     run([*DVC, "repro"], clone)
     assert run(["git", "status", "--porcelain"], clone).stdout == ""
     assert list(versions(clone)) == ["1"], "dvc repro skipped the register stage: is reports/register.json in git?"
@@ -365,5 +365,5 @@ def test_fresh_clone_registers_its_own_champion_and_reproduces_it(repo, tmp_path
 
 
 def test_reproduce_unknown_version_is_one_line(repo):
-    line = one_error_line(run([PYTHON, "-m", "churn.reproduce", "99"], repo, check=False))
+    line = one_error_line(run([PYTHON, "-m", "churn.tools.reproduce", "99"], repo, check=False))
     assert "no version or alias '99'" in line

@@ -35,10 +35,10 @@ def client_env(url: str, user: str, token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, postgres_server):
     """PostgreSQL database + S3 bucket + MLflow server with basic auth, and a user the admin created."""
     workdir = tmp_path_factory.mktemp("stack")
-    with postgres_database("mlflow") as database, moto_s3(workdir) as s3:
+    with postgres_database(postgres_server, "mlflow") as database, moto_s3(workdir) as s3:
         s3.create_bucket(BUCKET)
         with mlflow_server(workdir, database, s3, BUCKET) as server:
             user = server.create_user("alice")
@@ -50,7 +50,7 @@ def repo(tmp_path_factory, stack):
     """A clone that ran `make run`'s two steps (init, dvc repro) with MLFLOW_TRACKING_URI pointing at the server."""
     root = make_repo(tmp_path_factory.mktemp("server") / "repo", rows=400)
     env = client_env(stack["server"].url, *stack["user"])
-    run([PYTHON, "-m", "churn.tracking", "init"], root, env)
+    run([PYTHON, "-m", "churn.tools.store", "init"], root, env)
     run([*DVC, "repro"], root, env)
     return root
 
@@ -163,8 +163,8 @@ def test_params_key_switches_a_clone_to_the_server_without_the_variable(stack, r
     del env["MLFLOW_TRACKING_URI"]
     try:
         params_path.write_text(yaml.safe_dump(settings, sort_keys=False))
-        assert run([PYTHON, "-m", "churn.tracking", "uri"], repo, env).stdout.strip() == stack["server"].url
-        result = run([PYTHON, "-m", "churn.tracking", "init"], repo, env)
+        assert run([PYTHON, "-m", "churn.tools.store", "uri"], repo, env).stdout.strip() == stack["server"].url
+        result = run([PYTHON, "-m", "churn.tools.store", "init"], repo, env)
     finally:
         params_path.write_text(original)
     assert f"MLflow store ready: {stack['server'].url}" in result.stderr
@@ -181,7 +181,7 @@ def assert_nothing_written(root: Path) -> None:
 
 
 def fail_stage(root: Path, env: dict[str, str]):
-    result = run([PYTHON, "-m", "churn.stages.prepare"], root, env, check=False, timeout=30)
+    result = run([PYTHON, "-m", "churn.pipeline.prepare"], root, env, check=False, timeout=30)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1, result.stderr
@@ -201,7 +201,7 @@ def test_wrong_password_is_one_line_naming_the_variables(stack, blank):
 
 def test_missing_credentials_are_refused_the_same_way(stack, blank):
     env = project_env(MLFLOW_TRACKING_URI=stack["server"].url)
-    result = run([PYTHON, "-m", "churn.tracking", "init"], blank, env, check=False, timeout=30)
+    result = run([PYTHON, "-m", "churn.tools.store", "init"], blank, env, check=False, timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: the MLflow server at {stack['server'].url} refused the credentials; "

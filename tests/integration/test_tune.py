@@ -1,31 +1,30 @@
-"""`python -m churn.tune` in a temporary git+DVC repository: a study continued across runs, tracked in MLflow,
+"""`python -m churn.tools.tune` in a temporary git+DVC repository: a study continued across runs, tracked in MLflow,
 applied as a DVC experiment, shared by two workers on a real PostgreSQL."""
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 
 import optuna
 import pytest
 
-from churn.tracking import redact
+from churn.tracking.store import redact
 from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, run
+from tests.integration.services import postgres_database
 
 pytestmark = pytest.mark.slow
 STUDY = "churn-logistic_regression-roc_auc"
 # Cheap trials: logistic regression, 3 folds (make_repo), a pruner that may stop a trial after any fold.
-TUNE = [PYTHON, "-m", "churn.tune", "--no-progress", "--family", "logistic_regression"]
+TUNE = [PYTHON, "-m", "churn.tools.tune", "--no-progress", "--family", "logistic_regression"]
 TUNE_PARAMS = {"pruner": {"n_startup_trials": 2, "n_warmup_steps": 0}}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = make_repo(tmp_path_factory.mktemp("tune") / "repo", rows=500, params={"tune": TUNE_PARAMS})
-    run([PYTHON, "-m", "churn.tracking", "init"], root)
+    run([PYTHON, "-m", "churn.tools.store", "init"], root)
     run([*DVC, "repro", "featurize"], root)  # tuning needs only the featurize outputs
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "featurized"], root)
@@ -143,23 +142,10 @@ def test_changed_cv_settings_do_not_silently_continue_a_study(repo):
 
 
 @pytest.fixture(scope="module")
-def postgres_url():
-    """A fresh database on the test server (dropped afterwards), as a SQLAlchemy URL."""
-    base = os.environ.get("CHURN_TEST_POSTGRES_URI")
-    if not base:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CHURN_TEST_POSTGRES_URI is not set in CI (.ci/run starts PostgreSQL and sets it)")
-        pytest.skip("CHURN_TEST_POSTGRES_URI is not set (see .ci/run)")
-    import sqlalchemy
-
-    name = f"tune_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def postgres_url(postgres_server):
+    """A fresh database on the session's PostgreSQL server (dropped afterwards), as a SQLAlchemy URL."""
+    with postgres_database(postgres_server, "tune") as url:
+        yield url
 
 
 @pytest.mark.postgres

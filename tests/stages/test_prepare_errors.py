@@ -11,9 +11,9 @@ import sys
 import pandas as pd
 import pytest
 
+from churn.config import load_params
 from churn.errors import DataError
-from churn.params import load_params
-from churn.stages import prepare
+from churn.pipeline import prepare
 from tests.conftest import project_env
 
 RAW = "data/raw/customers.csv"
@@ -33,7 +33,7 @@ def _assert_run_failed(message: str) -> None:
     """The stage's MLflow run (and its parent) ended FAILED, with the error as a tag."""
     from mlflow import MlflowClient
 
-    from churn.tracking import tracking_uri
+    from churn.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("churn")
@@ -91,7 +91,7 @@ def test_successful_prepare_publishes_both_splits(workspace, migrated_store):
 def _cli(workspace, **extra: str) -> subprocess.CompletedProcess:
     env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{workspace / 'mlflow.db'}", DVC_ROOT=str(workspace), **extra)
     return subprocess.run(
-        [sys.executable, "-m", "churn.stages.prepare"],
+        [sys.executable, "-m", "churn.pipeline.prepare"],
         cwd=workspace,
         env=env,
         capture_output=True,

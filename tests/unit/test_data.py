@@ -7,9 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from churn.data import read_raw, split, validate_and_clean
+from churn.config import DataParams
+from churn.core.schema import split, validate_and_clean
 from churn.errors import ChurnError, DataError
-from churn.params import DataParams
+from churn.pipeline.files import read_raw
 
 SOURCE = "data/raw/tiny.csv"
 

@@ -1,4 +1,5 @@
-"""dvc.yaml against the code: every params key it names exists, every code dep exists, no code dep is missing."""
+"""dvc.yaml against the code: every params key it names exists, and each stage's code deps are exactly the
+files under src/ it imports (no exemptions: a file that can change an output is a dependency)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,6 @@ from tests.conftest import REPO
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 STAGES = sorted(DVC_YAML["stages"])
-
-# Shared infrastructure every stage imports. A change to these shows up in every stage's behaviour only
-# through the params or data they handle, which DVC already tracks, so listing them as deps of every stage
-# would re-run the whole pipeline for a logging or I/O tweak.
-SHARED = {
-    "src/churn/__init__.py",
-    "src/churn/stages/__init__.py",
-    "src/churn/cli.py",
-    "src/churn/errors.py",
-    "src/churn/params.py",
-    "src/churn/io.py",
-    "src/churn/tracking.py",
-    "src/churn/timing.py",  # benchmark timings only; never changes an output
-}
 
 
 def _resolve(dotted: str):
@@ -61,8 +48,8 @@ def _deps(stage: str) -> list[str]:
 def test_stages_are_the_five_modules():
     assert STAGES == ["evaluate", "featurize", "prepare", "register", "train"]
     for stage in STAGES:
-        assert DVC_YAML["stages"][stage]["cmd"] == f"bin/py -m churn.stages.{stage}"
-        assert (REPO / "src" / "churn" / "stages" / f"{stage}.py").is_file()
+        assert DVC_YAML["stages"][stage]["cmd"] == f"bin/py -m churn.pipeline.{stage}"
+        assert (REPO / "src" / "churn" / "pipeline" / f"{stage}.py").is_file()
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -81,7 +68,7 @@ def test_every_params_key_exists(stage):
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_code_dep_exists(stage):
     code = [d for d in _deps(stage) if d.startswith("src/")]
-    assert f"src/churn/stages/{stage}.py" in code
+    assert f"src/churn/pipeline/{stage}.py" in code
     assert [d for d in code if not (REPO / d).is_file()] == []
 
 
@@ -89,56 +76,117 @@ def test_interpolated_raw_data_dep_is_the_configured_path():
     assert PARAMS["data"]["raw_path"] in _deps("prepare")
 
 
-# For each stage module, the churn.* modules that importing it loads. One fresh interpreter imports the stages
-# one after another, forgetting the churn.* modules in between (third-party imports stay cached: it is fast).
+def static_imports(module: str) -> set[str]:
+    """Every file under src/ that `module` can import, following imports inside functions too (which a
+    plain import would not load), and every package __init__ on the way."""
+    import ast
+
+    src = REPO / "src"
+
+    def file_of(name: str) -> Path | None:
+        base = src.joinpath(*name.split("."))
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        parts = todo.pop().split(".")
+        for depth in range(1, len(parts) + 1):
+            path = file_of(".".join(parts[:depth]))
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                elif isinstance(node, ast.Import):
+                    todo += [alias.name for alias in node.names]
+    return {str(path.relative_to(REPO)) for path in seen}
+
+
+# For each stage module, the files under src/ that importing it loads, in a fresh interpreter per stage.
 IMPORT_SCRIPT = """
 import importlib, json, sys
-found = {}
-for stage in sys.argv[1:]:
-    for name in [n for n in sys.modules if n == "churn" or n.startswith("churn.")]:
-        del sys.modules[name]
-    importlib.import_module("churn.stages." + stage)
-    churn = [m for n, m in sys.modules.items() if n == "churn" or n.startswith("churn.")]
-    found[stage] = [getattr(m, "__file__", None) for m in churn]
-print(json.dumps(found))
+importlib.import_module("churn.pipeline." + sys.argv[1])
+print(json.dumps([getattr(m, "__file__", None) for m in list(sys.modules.values())]))
 """
 
 
 @pytest.fixture(scope="module")
 def imported() -> dict[str, list[str]]:
-    proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_SCRIPT, *STAGES], capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-    assert proc.returncode == 0, proc.stderr
     src = (REPO / "src").resolve()
     result: dict[str, list[str]] = {}
-    for stage, files in json.loads(proc.stdout).items():
-        paths = [Path(f).resolve() for f in files if f]
-        result[stage] = sorted(str(f.relative_to(src.parent)) for f in paths if f.is_relative_to(src / "churn"))
+    for stage in STAGES:
+        proc = subprocess.run(
+            [sys.executable, "-c", IMPORT_SCRIPT, stage], capture_output=True, text=True, timeout=300, cwd=REPO
+        )
+        assert proc.returncode == 0, proc.stderr
+        paths = [Path(f).resolve() for f in json.loads(proc.stdout) if f]
+        result[stage] = sorted(str(f.relative_to(src.parent)) for f in paths if f.is_relative_to(src))
     return result
 
 
-def test_import_probe_sees_each_stage_separately(imported):
-    # prepare imports no other stage; if the probe leaked modules between stages, this would fail.
-    assert "src/churn/stages/featurize.py" not in imported["prepare"]
-    assert "src/churn/data.py" in imported["prepare"]
-
-
 @pytest.mark.parametrize("stage", STAGES)
-def test_imported_code_is_a_dep(stage, imported):
-    assert f"src/churn/stages/{stage}.py" in imported[stage]  # the import really happened
-    missing = sorted(set(imported[stage]) - SHARED - set(_deps(stage)))
+def test_every_loaded_file_under_src_is_a_dep(stage, imported):
+    """A fresh interpreter imports the stage: any file under src/ it loads must be a dep of that stage."""
+    assert f"src/churn/pipeline/{stage}.py" in imported[stage]  # the import really happened
+    missing = sorted(set(imported[stage]) - set(_deps(stage)))
     assert missing == [], f"dvc.yaml stage {stage} imports code it does not list as deps: {missing}"
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_code_deps_are_exactly_what_the_stage_can_import(stage):
+    """Both ways, lazy imports included: no file missing, and no file listed that the stage never imports
+    (so editing a tool or another stage's module leaves this stage up to date)."""
+    code = {d for d in _deps(stage) if d.startswith("src/")}
+    assert code == static_imports(f"churn.pipeline.{stage}"), f"dvc.yaml stage {stage}: code deps differ"
+
+
+def test_no_stage_imports_a_tool_or_the_fork_server():
+    for stage in STAGES:
+        names = static_imports(f"churn.pipeline.{stage}")
+        assert not [n for n in names if n.startswith("src/churn/tools/") or not n.startswith("src/churn/")]
+
+
+def test_layers_point_down():
+    """core and config import no stage, tracking or tool; tracking imports no stage or tool; pipeline no tool."""
+    import ast
+
+    allowed_below = {
+        "core": ("churn.core", "churn.config", "churn.errors"),
+        "tracking": ("churn.tracking", "churn.config", "churn.errors", "churn.system", "churn.timing"),
+        "pipeline": (
+            "churn.pipeline",
+            "churn.core",
+            "churn.tracking",
+            "churn.config",
+            "churn.errors",
+            "churn.system",
+            "churn.timing",
+            "churn.cli",
+        ),
+    }
+    wrong = []
+    for layer, allowed in allowed_below.items():
+        for path in (REPO / "src" / "churn" / layer).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                wrong += [f"{path.name}: {n}" for n in names if n.startswith("churn") and not n.startswith(allowed)]
+    assert wrong == []
+
+
 def test_layout_paths_are_the_outputs_dvc_yaml_declares():
-    """Paths are written in two places (dvc.yaml, churn.layout); this keeps them from drifting apart."""
-    from churn import layout
+    """Paths are written in two places (dvc.yaml, churn.pipeline.paths); this keeps them from drifting apart."""
+    from churn.pipeline import paths
 
     declared = set()
     for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 declared.add(next(iter(entry)) if isinstance(entry, dict) else entry)
-    in_layout = {str(v) for k, v in vars(layout).items() if k.isupper()}
+    in_layout = {str(v) for k, v in vars(paths).items() if k.isupper() and isinstance(v, Path)}
     assert in_layout == declared

@@ -8,8 +8,8 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from churn.features import build_preprocessor, raw_feature_importance, raw_feature_of_outputs, transform
-from churn.params import DataParams, FeaturizeParams
+from churn.config import DataParams, FeaturizeParams
+from churn.core.features import build_preprocessor, raw_feature_importance, raw_feature_of_outputs, transform
 
 
 @pytest.fixture
@@ -137,7 +137,9 @@ def test_fitted_on_train_only(schema, settings, train, holdout):
 
 
 def test_no_scaling_when_disabled(schema, train):
-    pre = build_preprocessor(schema, FeaturizeParams("mean", False, 1)).fit(train)
+    pre = build_preprocessor(schema, FeaturizeParams(numeric_impute="mean", scale=False, min_category_frequency=1)).fit(
+        train
+    )
     out = transform(pre, train)
     assert out["num__age"].tolist() == train["age"].tolist()
     assert out.loc[1, "num__charges"] == pytest.approx(train["charges"].mean())
@@ -150,7 +152,7 @@ def test_id_and_target_columns_are_not_features(schema, settings, train):
 
 
 def test_blank_category_is_imputed_as_missing(schema, settings, train):
-    from churn.data import validate_and_clean
+    from churn.core.schema import validate_and_clean
 
     as_text = train.astype(str).assign(plan=["basic", " ", *train["plan"].tolist()[2:]], charges="1")
     clean = validate_and_clean(as_text, schema, "tiny.csv")

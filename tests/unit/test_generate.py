@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import churn.generate as generate_module
-from churn.generate import COLUMNS, generate
+import churn.core.generate as generate_module
+from churn.core.generate import COLUMNS, generate
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from churn.metrics import MAX_CURVE_POINTS, classification_metrics, classification_report, pr_points, roc_points
-from churn.params import METRICS
+from churn.config import METRICS
+from churn.core.evaluation import MAX_CURVE_POINTS, classification_metrics, classification_report, pr_points, roc_points
 
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0])
 

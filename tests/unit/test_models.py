@@ -8,10 +8,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from xgboost import XGBClassifier
 
-from churn.features import build_preprocessor
-from churn.generate import generate
-from churn.models import build_model, inference_pipeline, iter_cv_folds, summarise_folds
-from churn.params import METRICS, parse_params
+from churn.config import METRICS, parse_params
+from churn.core.features import build_preprocessor
+from churn.core.generate import generate
+from churn.core.models import build_model, inference_pipeline, iter_cv_folds, summarise_folds
 
 FAMILIES = {
     "logistic_regression": LogisticRegression,

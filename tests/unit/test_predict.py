@@ -1,5 +1,5 @@
 """Batch scoring's edges without a model: cleaning raw rows, file formats, column checks; and the verdict
-of `churn.reproduce`."""
+of `churn.tools.reproduce`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from churn.errors import ChurnError, DataError
-from churn.predict import check_columns, clean_features, output_columns, read_table, write_table
-from churn.reproduce import largest_difference
+from churn.tools.predict import check_columns, clean_features, output_columns, read_table, write_table
+from churn.tools.reproduce import largest_difference
 
 NUMERICAL = ["age", "total_charges"]
 CATEGORICAL = ["gender", "contract_type"]

@@ -1,4 +1,4 @@
-from churn.sweep import family_overrides
+from churn.tools.sweep import family_overrides
 
 
 def test_family_grid_becomes_one_override_per_key_with_the_store_stamped():
@@ -27,7 +27,7 @@ def test_a_queue_start_left_waiting_on_a_stuck_worker_is_ended_with_its_workers(
 
     import psutil
 
-    from churn.sweep import _end_stuck_workers
+    from churn.tools.sweep import _end_stuck_workers
 
     starter = subprocess.Popen(["sh", "-c", "sleep 600 & wait"])  # a starter waiting on its worker
     deadline = time.monotonic() + 10

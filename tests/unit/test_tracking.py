@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from churn import tracking
 from churn.errors import ChurnError
-from churn.tracking import pipeline_key, redact, tracking_uri
+from churn.tracking import runs, store
+from churn.tracking.runs import pipeline_key
+from churn.tracking.store import redact, tracking_uri
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def root(tmp_path, monkeypatch):
 def test_default_store_is_sqlite_under_dvc_root(root, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path / "..")  # the current directory must not matter
     assert tracking_uri() == f"sqlite:///{root}/mlflow.db"
-    assert tracking.repo_root() == root
+    assert store.repo_root() == root
 
 
 def test_relative_sqlite_uri_is_made_absolute_against_root(root, monkeypatch):
@@ -40,7 +41,7 @@ def test_absolute_and_server_uris_are_kept(root, monkeypatch, uri):
     assert tracking_uri() == uri
 
 
-def test_relative_file_uri_and_bare_path_are_made_absolute(root, monkeypatch):
+def test_relative_file_uri_and_bare_path_are_madeabsolute_uri(root, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:mlruns")
     uri = tracking_uri()
     assert uri.startswith("file:")
@@ -67,7 +68,7 @@ def test_redact_hides_passwords(uri, shown):
 def no_pipeline_env(monkeypatch):
     for var in ("CHURN_PIPELINE_KEY", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(tracking, "_dvc_ancestor", lambda: None)
+    monkeypatch.setattr(runs, "_dvc_ancestor", lambda: None)
 
 
 def test_pipeline_key_uses_dvc_experiment_name_and_baseline(no_pipeline_env, monkeypatch):
@@ -93,7 +94,7 @@ def test_pipeline_key_of_a_stage_run_by_hand_is_none(no_pipeline_env):
 
 
 def test_pipeline_key_of_dvc_repro_names_the_dvc_process(no_pipeline_env, monkeypatch):
-    monkeypatch.setattr(tracking, "_dvc_ancestor", lambda: (4242, 1700000000.5))
+    monkeypatch.setattr(runs, "_dvc_ancestor", lambda: (4242, 1700000000.5))
     key, name = pipeline_key()
     assert key.startswith("repro:")
     assert key.endswith(":4242:1700000000.500")
@@ -107,7 +108,7 @@ def test_connect_to_unreachable_server_fails_fast_naming_the_url(root, monkeypat
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     started = time.monotonic()
     with pytest.raises(ChurnError) as caught:
-        tracking.connect("churn")
+        store.connect("churn")
     assert time.monotonic() - started < 20
     message = str(caught.value)
     assert "http://127.0.0.1:9" in message
@@ -120,11 +121,11 @@ def test_connect_error_does_not_print_the_password(root, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     with pytest.raises(ChurnError) as caught:
-        tracking.connect("churn")
+        store.connect("churn")
     assert "s3cret" not in str(caught.value)
     assert "http://alice:***@127.0.0.1:9" in str(caught.value)
 
 
 def test_flatten_params_for_logging():
-    flat = tracking.flatten({"data": {"numerical": ("a", "b"), "target": "churn"}, "model": {"C": 1.0}})
+    flat = runs.flatten({"data": {"numerical": ("a", "b"), "target": "churn"}, "model": {"C": 1.0}})
     assert flat == {"data.numerical": "a,b", "data.target": "churn", "model.C": "1.0"}

@@ -1,0 +1,76 @@
+"""Classifier metrics and curve data (plain dicts and lists, ready for JSON)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+DIGITS = 6
+MAX_CURVE_POINTS = 400
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 at `threshold`; ROC AUC, PR AUC, log loss, Brier on the probabilities."""
+    y_pred = (proba >= threshold).astype(int)
+    values = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, zero_division=0),
+        "recall": skm.recall_score(y_true, y_pred, zero_division=0),
+        "f1": skm.f1_score(y_true, y_pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y_true, proba),
+        "pr_auc": skm.average_precision_score(y_true, proba),
+        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]),
+        "brier": skm.brier_score_loss(y_true, proba),
+    }
+    return {name: round(float(value), DIGITS) for name, value in values.items()}
+
+
+def _thin(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    if len(rows) <= MAX_CURVE_POINTS:
+        return rows
+    keep = np.unique(np.linspace(0, len(rows) - 1, MAX_CURVE_POINTS).round().astype(int))
+    return [rows[i] for i in keep]
+
+
+def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
+    fpr, tpr, thresholds = skm.roc_curve(y_true, proba)
+    rows = [
+        {"fpr": round(float(f), DIGITS), "tpr": round(float(t), DIGITS), "threshold": round(float(min(h, 1.0)), DIGITS)}
+        for f, t, h in zip(fpr, tpr, thresholds, strict=True)
+    ]
+    return _thin(rows)
+
+
+def pr_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
+    precision, recall, thresholds = skm.precision_recall_curve(y_true, proba)
+    thresholds = np.append(thresholds, 1.0)
+    rows = [
+        {"recall": round(float(r), DIGITS), "precision": round(float(p), DIGITS), "threshold": round(float(h), DIGITS)}
+        for p, r, h in zip(precision, recall, thresholds, strict=True)
+    ]
+    return _thin(rows)
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, positive_label: object) -> dict:
+    report = skm.classification_report(
+        y_true,
+        y_pred,
+        labels=[0, 1],
+        target_names=[f"not {positive_label}", str(positive_label)],
+        output_dict=True,
+        zero_division=0,
+    )
+    return _round(report)
+
+
+def _round(value):
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, DIGITS)
+    return value
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """2x2 counts, rows = actual (0, 1), columns = predicted (0, 1)."""
+    return skm.confusion_matrix(y_true, y_pred, labels=[0, 1])

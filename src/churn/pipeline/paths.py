@@ -1,0 +1,27 @@
+"""Where the pipeline's files live, relative to the stage's working directory (the repository root).
+
+dvc.yaml declares the same paths; tests/unit/test_dvc_yaml.py checks that the two agree.
+"""
+
+from pathlib import Path
+
+PREPARED_TRAIN = Path("data/prepared/train.parquet")
+PREPARED_TEST = Path("data/prepared/test.parquet")
+FEATURES_TRAIN = Path("data/features/train.parquet")
+FEATURES_TEST = Path("data/features/test.parquet")
+PREPROCESSOR = Path("models/preprocessor.pkl")
+MODEL = Path("models/model.pkl")
+CV_METRICS = Path("reports/cv_metrics.json")
+METRICS = Path("reports/metrics.json")
+ROC = Path("reports/plots/roc.json")
+PRC = Path("reports/plots/prc.json")
+CONFUSION = Path("reports/plots/confusion.csv")
+REPORT = Path("reports/classification_report.json")
+IMPORTANCE = Path("reports/feature_importance.json")
+FIG_CONFUSION = Path("reports/figures/confusion_matrix.png")
+FIG_IMPORTANCE = Path("reports/figures/feature_importance.png")
+FIG_ROC = Path("reports/figures/roc.png")
+FIG_PRC = Path("reports/figures/precision_recall.png")
+DECISION = Path("reports/register.json")
+
+EVALUATE_OUTPUTS = (METRICS, ROC, PRC, CONFUSION, REPORT, IMPORTANCE, FIG_CONFUSION, FIG_IMPORTANCE, FIG_ROC, FIG_PRC)

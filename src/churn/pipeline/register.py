@@ -1,0 +1,70 @@
+"""register: log the full inference pipeline (raw columns in, churn probability out) and, when it passes
+the validation gate and differs from every existing version, register it and move the aliases.
+
+in: models/*.pkl, reports/metrics.json, data/prepared/test.parquet | out: reports/register.json
+params: register, evaluate.primary_metric, data
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from churn.config import Params
+from churn.core.models import inference_pipeline
+from churn.pipeline import entry
+from churn.pipeline.files import StagedOutputs, read_json, read_parquet, read_pickle, write_json
+from churn.pipeline.paths import DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
+from churn.timing import phase
+from churn.tracking.models import describe, lineage_tags, log_pipeline, model_md5, raw_signature
+from churn.tracking.registry import Candidate, failures, gate, register
+from churn.tracking.runs import stage_run
+from churn.tracking.store import store_lock
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> None:
+    data, settings = params.data, params.register
+    with StagedOutputs("register") as out:
+        with stage_run("register", params.mlflow, [MODEL, PREPROCESSOR, METRICS, PREPARED_TEST]) as run:
+            run.log_params({"register": settings.model_dump(exclude_none=True)})
+            pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
+            metrics = read_json(METRICS)
+            example = read_parquet(PREPARED_TEST)[list(data.features)].head(5)
+            signature = raw_signature(data, example, pipeline.predict_proba(example))
+            decision = {**gate(metrics, settings.thresholds), "model_md5": model_md5(PREPROCESSOR, MODEL, signature)}
+            staged = {str(DECISION): out.path(DECISION)}
+            write_json(decision, staged[str(DECISION)])
+            with phase("logging"):
+                info = log_pipeline(pipeline, data, params.model.type, signature, example)
+            run.log_artifact(Path("params.yaml"), "lineage")
+            run.record_outputs(staged)
+
+            if not decision["passed"]:
+                reason = "gate failed: " + "; ".join(failures(decision))
+                run.set_tags({"registry.decision": reason})
+                log.info("registry %s: no version (%s)", settings.model_name, reason)
+            else:
+                lineage = lineage_tags(params, run.run_id)
+                md5, description = decision["model_md5"], describe(lineage, params, metrics)
+                candidate = Candidate(info.model_uri, run.run_id, md5, metrics, lineage, description)
+                with store_lock():  # parallel queue workers: one registry change at a time
+                    outcome = register(
+                        run.store.client,
+                        settings.model_name,
+                        candidate,
+                        primary_metric=params.evaluate.primary_metric,
+                        min_improvement=settings.min_improvement,
+                    )
+                run.set_tags({"registry.decision": outcome.reason, "registry.version": str(outcome.version)})
+                log.info("registry %s: version %s (%s)", settings.model_name, outcome.version, outcome.reason)
+        out.publish()
+
+
+def main() -> None:
+    entry(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""MLflow: the store, a pipeline execution's stage runs, and the model registry."""

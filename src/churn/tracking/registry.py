@@ -1,0 +1,399 @@
+"""The model registry: the validation gate, idempotent versions, and champion/challenger aliases.
+
+Aliases, never the deprecated stages: every new version that passes the gate becomes `challenger`;
+`champion` moves to it only when there is no champion or it beats the champion on the primary metric.
+Every move of `champion` (by the register stage, `promote` or `rollback`) is recorded in the registered
+model's tag `champion.history` (comma-separated versions, oldest first), so `rollback` knows the previous one.
+
+The gate is MLflow's own: `MetricThreshold`s checked by `mlflow.validate_evaluation_results`, with the
+thresholds from params (`register.thresholds`) and, against the champion, `min_absolute_change`.
+The command line is churn.tools.registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from churn.config import LOWER_IS_BETTER
+from churn.errors import ChurnError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.models import MetricThreshold
+
+    from churn.config import Threshold
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HASH_TAG = "model.md5"
+METRIC_TAG = "metric."
+HISTORY_TAG = "champion.history"
+HISTORY_LIMIT = 200  # versions kept in the history tag (a tag value holds at most 5,000 characters)
+
+
+# --- the gate: MLflow's MetricThreshold on the test metrics, and on the champion's ----------------
+
+
+def gate(
+    metrics: Mapping[str, float],
+    thresholds: Mapping[str, Threshold],
+    champion: Mapping[str, float] | None = None,
+    *,
+    primary_metric: str = "",
+    min_improvement: float = 0.0,
+) -> dict[str, Any]:
+    """Check the test metrics against the thresholds from params (inclusive) and, when the champion's metrics
+    are given, whether the candidate beats it on `primary_metric`: strictly when `min_improvement` is 0, else
+    by at least `min_improvement`. The decision, as reports/register.json holds it:
+    `{"passed", "checks": {metric: {"value", "min" or "max", "passed"}}}`, plus, with a champion,
+    `"champion": {"metric", "value", "champion", "min_improvement", "passed"}`; `passed` means all passed."""
+    from mlflow.models import MetricThreshold
+
+    checks = {}
+    for name, threshold in thresholds.items():
+        rule = MetricThreshold(threshold=float(threshold.value), greater_is_better=threshold.greater_is_better)
+        bound = "min" if threshold.greater_is_better else "max"
+        checks[name] = {"value": metrics.get(name), bound: threshold.value, "passed": _validates(name, rule, metrics)}
+    decision: dict[str, Any] = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+    if champion is None:
+        return decision
+
+    better = primary_metric not in LOWER_IS_BETTER
+    value, best = _finite(metrics.get(primary_metric)), _finite(champion.get(primary_metric))
+    beats = False
+    if value is not None and best is not None:
+        # MLflow passes a change equal to min_absolute_change and refuses 0: without a margin, the distance to
+        # the next float makes "better than the champion" strict.
+        step = min_improvement or abs(math.nextafter(best, math.inf if better else -math.inf) - best)
+        rule = MetricThreshold(min_absolute_change=float(step), greater_is_better=better)
+        beats = _validates(primary_metric, rule, {primary_metric: value}, {primary_metric: best})
+    decision["champion"] = {
+        "metric": primary_metric,
+        "value": metrics.get(primary_metric),
+        "champion": champion.get(primary_metric),
+        "min_improvement": min_improvement,
+        "passed": beats,
+    }
+    decision["passed"] = decision["passed"] and beats
+    return decision
+
+
+def failures(decision: dict[str, Any]) -> list[str]:
+    """One line per failed check of a `gate` decision, e.g. `roc_auc = 0.65: needs >= 0.7`."""
+    lines = []
+    for name, check in decision["checks"].items():
+        if check["passed"]:
+            continue
+        bound = f">= {check['min']}" if "min" in check else f"<= {check['max']}"
+        missing = check["value"] is None
+        lines.append(f"{name}: missing from the metrics" if missing else f"{name} = {check['value']}: needs {bound}")
+    versus = decision.get("champion")
+    if versus is not None and not versus["passed"]:
+        name, value, best, step = versus["metric"], versus["value"], versus["champion"], versus["min_improvement"]
+        at_least, plus = (">=", "+") if name not in LOWER_IS_BETTER else ("<=", "-")
+        if _finite(value) is None or _finite(best) is None:
+            lines.append(f"{name}: no number to compare (candidate {value}, champion {best})")
+        else:
+            needs = f"{at_least} champion's {best} {plus} {step}" if step else f"{at_least[0]} champion's {best}"
+            lines.append(f"{name} = {value}: needs {needs}")
+    return lines
+
+
+def _validates(name: str, rule: MetricThreshold, metrics: Mapping[str, float], baseline: dict | None = None) -> bool:
+    """Whether `mlflow.validate_evaluation_results` passes `metrics[name]` under `rule` (one metric per call,
+    so that the decision knows which failed without parsing MLflow's multi-line message)."""
+    from mlflow.models.evaluation import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException, validate_evaluation_results
+
+    candidate = {name: metrics[name]} if name in metrics else {}
+    chatty = logging.getLogger("mlflow.models.evaluation.validation")
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)  # two INFO lines per call, "Model validation passed!" even for one metric
+    try:
+        validate_evaluation_results(
+            {name: rule},
+            EvaluationResult(candidate, {}, run_id=""),
+            EvaluationResult(baseline, {}, run_id="") if baseline is not None else None,
+        )
+    except ModelValidationFailedException:
+        return False
+    finally:
+        chatty.setLevel(level)
+    return True
+
+
+def _finite(value: object) -> float | None:
+    """A metric as a float, or None if missing or not finite (MLflow's Decimal comparison raises on NaN)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --- registering a version ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A logged model that passed the gate: where it is, the run that logged it, its hash, test metrics,
+    lineage tags and description."""
+
+    model_uri: str
+    run_id: str
+    model_md5: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: str | None
+    created: bool
+    champion: bool
+    reason: str
+
+
+def find_identical(client: MlflowClient, name: str, model_md5: str):
+    """The existing version with the same model bytes, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(HASH_TAG) == model_md5), None)
+
+
+def champion_version(client: MlflowClient, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(
+    client: MlflowClient, name: str, candidate: Candidate, *, primary_metric: str, min_improvement: float
+) -> Registration:
+    """Register the candidate unless an identical version exists; then make it challenger, and champion when
+    there is none or it beats the champion on `primary_metric` (see `gate`)."""
+    from mlflow.exceptions import MlflowException
+
+    same = find_identical(client, name, candidate.model_md5)
+    if same is not None:
+        return Registration(same.version, False, False, f"identical to version {same.version}; no new version")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Churn probability from raw customer columns.")
+    metric_tags = {f"{METRIC_TAG}{k}": str(v) for k, v in candidate.metrics.items()}
+    uri = candidate.model_uri
+    # A tracking server insists that a `models:/<model id>` source comes with its model id (sqlite does not).
+    model_id = uri.removeprefix("models:/") if uri.startswith("models:/m-") else None
+    version = client.create_model_version(
+        name,
+        source=uri,
+        run_id=candidate.run_id,
+        tags={**candidate.tags, HASH_TAG: candidate.model_md5, **metric_tags},
+        description=candidate.description,
+        model_id=model_id,
+    ).version
+    client.set_registered_model_alias(name, CHALLENGER, version)
+
+    incumbent = champion_version(client, name)
+    if incumbent is None:
+        set_champion(client, name, version)
+        return Registration(version, True, True, "first version to pass the gate")
+    verdict = gate(
+        candidate.metrics,
+        {},
+        version_metrics(incumbent),
+        primary_metric=primary_metric,
+        min_improvement=min_improvement,
+    )
+    if verdict["passed"]:
+        set_champion(client, name, version)
+        gain = abs(verdict["champion"]["value"] - verdict["champion"]["champion"])
+        return Registration(version, True, True, f"beats version {incumbent.version} on {primary_metric} by {gain:.6f}")
+    reason = f"does not beat champion version {incumbent.version}: {'; '.join(failures(verdict))}"
+    return Registration(version, True, False, reason)
+
+
+# --- champion history, promotion and rollback ----------------------------------------------------
+
+
+def require_model(client: MlflowClient, name: str, where: str = "the registry"):
+    """The registered model `name`, or a one-line error listing the names that exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise ChurnError(
+            f"no registered model {name!r} in {where} (registered: {', '.join(names) or 'none'}; "
+            "a model is registered by the register stage once it passes the gate)"
+        ) from None
+
+
+def all_versions(client: MlflowClient, name: str) -> list:
+    """Every version of `name`, oldest first."""
+    return sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+
+
+def get_version(client: MlflowClient, name: str, ref: str, where: str = "the registry"):
+    """The version `ref` (a number, or an alias such as champion) of `name`; a one-line error if unknown."""
+    from mlflow.exceptions import MlflowException
+
+    require_model(client, name, where)
+    try:
+        if str(ref).isdigit():
+            return client.get_model_version(name, str(ref))
+        return client.get_model_version_by_alias(name, str(ref))
+    except MlflowException:
+        known = ", ".join(str(v.version) for v in all_versions(client, name)) or "none"
+        raise ChurnError(f"{name}: no version or alias {ref!r} in {where} (versions: {known})") from None
+
+
+def champion_history(client: MlflowClient, name: str) -> list[str]:
+    """The versions that have been champion, oldest first, as recorded in the `champion.history` tag."""
+    text = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
+    return [v for v in text.split(",") if v]
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> str | None:
+    """Move champion to `version` and record the move; returns the previous champion's version, if any."""
+    found = champion_version(client, name)
+    previous = str(found.version) if found is not None else None
+    history = champion_history(client, name)
+    if previous is not None and (not history or history[-1] != previous):
+        history.append(previous)  # moved outside this module (e.g. in the UI): keep it reachable
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if not history or history[-1] != str(version):
+        history.append(str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-HISTORY_LIMIT:]))
+    return previous
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+    """Move champion back to the champion before it; returns (from version, to version)."""
+    current = champion_version(client, name)
+    if current is None:
+        raise ChurnError(f"{name}: has no champion to roll back")
+    history = champion_history(client, name)
+    existing = {str(v.version) for v in all_versions(client, name)}
+    while history and (history[-1] == str(current.version) or history[-1] not in existing):
+        history.pop()
+    if not history:
+        raise ChurnError(f"{name}: no earlier champion recorded before version {current.version}; nothing to roll back")
+    target = history[-1]
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return str(current.version), target
+
+
+# --- what a version is: summary rows and lineage -----------------------------------------------
+
+
+def version_metrics(version) -> dict[str, float]:
+    return {k.removeprefix(METRIC_TAG): float(v) for k, v in version.tags.items() if k.startswith(METRIC_TAG)}
+
+
+def _created(version) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def aliases_by_version(client: MlflowClient, name: str) -> dict[str, list[str]]:
+    """Version -> its aliases (search results do not carry them; the registered model does)."""
+    out: dict[str, list[str]] = {}
+    for alias, version in sorted(client.get_registered_model(name).aliases.items()):
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
+def summary_row(version, aliases: list[str]) -> dict[str, Any]:
+    """One version as a row of `list`: aliases, creation time, family, metrics, commit, experiment."""
+    tags = version.tags
+    return {
+        "version": str(version.version),
+        "aliases": sorted(aliases),
+        "created": _created(version),
+        "model_type": tags.get("model.type", ""),
+        "metrics": version_metrics(version),
+        "git_commit": tags.get("git.commit", ""),
+        "experiment": tags.get("dvc.exp_name", ""),
+        "run_id": version.run_id or "",
+    }
+
+
+def lineage(version) -> dict[str, Any]:
+    """Where a version came from: commit, DVC experiment and baseline, data, params and metrics."""
+    try:
+        described = json.loads(version.description or "{}")
+    except json.JSONDecodeError:
+        described = {}
+    if not isinstance(described, dict):
+        described = {}
+    tags = {k: v for k, v in sorted(version.tags.items()) if not k.startswith(METRIC_TAG)}
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": sorted(version.aliases),
+        "created": _created(version),
+        "run_id": version.run_id,
+        "source": version.source,
+        "tags": tags,
+        "metrics": version_metrics(version),
+        "params": described.get("params", {}),
+    }
+
+
+def format_table(rows: list[dict[str, Any]], metric_names: list[str]) -> str:
+    header = ["version", "aliases", "created (UTC)", "model", *metric_names, "commit", "experiment"]
+    lines = [header]
+    for row in rows:
+        metrics = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "-" for m in metric_names]
+        lines.append(
+            [
+                row["version"],
+                ",".join(row["aliases"]) or "-",
+                row["created"],
+                row["model_type"] or "-",
+                *metrics,
+                row["git_commit"][:8] or "-",
+                row["experiment"] or "-",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def open_registry(configured_uri: str = "") -> tuple[MlflowClient, str]:
+    """A client on the project's store (resolved as churn.tracking.store does: params `mlflow.tracking_uri`,
+    else MLFLOW_TRACKING_URI, else the repository's sqlite file); the store must already exist."""
+    from pathlib import Path
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churn.tracking.store import preflight, redact, tracking_uri
+
+    uri = tracking_uri(configured=configured_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise ChurnError(f"no MLflow store at {redact(uri)}; run `make run` first, or set MLFLOW_TRACKING_URI")
+    preflight(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
