@@ -1,5 +1,5 @@
 # Two commands on a fresh clone: `make run` (the whole pipeline) and `make test` (the tests).
-# Everything runs from .venv; nothing needs activating.
+# Everything runs from .venv; nothing needs activating (DVC by hand: bin/dvc, which finds .venv itself).
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -55,7 +55,7 @@ lock: setup ## re-pin requirements.txt from its direct pins
 clean: ## remove stage outputs and caches (keeps .venv, the MLflow store and the DVC cache)
 	rm -rf data/prepared data/features models reports/figures .staging-* .pytest_cache .ruff_cache
 
-# --- experiments (issue 3) -----------------------------------------------------------------------
+# --- Experiments -----------------------------------------------------------------------------
 .PHONY: sweep compare
 JOBS ?= 2
 
@@ -65,7 +65,7 @@ sweep: init ## queue every family's grid from params `sweep` as DVC experiments 
 compare: setup ## rank experiments (DVC + MLflow), sync dvc.exp_rev tags, write reports/compare.html
 	$(BIN)/python -m churn.tools.compare
 
-# --- Tuning (issue 5): an Optuna study on the train split's CV, tracked in MLflow, applied through DVC -----
+# --- Tuning: an Optuna study on the train split's CV, tracked in MLflow, applied through DVC -----
 .PHONY: tune
 TRIALS ?=
 TIMEOUT ?=
@@ -76,20 +76,20 @@ tune: init ## Optuna study (needs `make run` first): make tune [TRIALS=n] [TIMEO
 	$(BIN)/python -m churn.tools.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1 yes true,$(APPLY)),--apply)
 
-# --- Registry, serving, batch scoring (issue 4) ----------------------------------------------------
+# --- Registry, serving, batch scoring --------------------------------------------------------
 .PHONY: registry serve
 PORT ?= 5001
 
 registry: ## list the registry's versions with aliases and metrics (python -m churn.tools.registry --help)
 	$(BIN)/python -m churn.tools.registry list
 
-serve: ## serve the champion with `mlflow models serve` on 127.0.0.1:$(PORT) (PORT=5001); POST rows to /invocations
+serve: ## serve the champion with `mlflow models serve` on http://127.0.0.1:5001/invocations (PORT=...)
 	@uri="$$($(BIN)/python -m churn.tools.registry uri)" && store="$$($(BIN)/python -m churn.tools.store uri)" && \
 	echo "serving $$uri on http://127.0.0.1:$(PORT)/invocations" && \
 	MLFLOW_TRACKING_URI="$$store" exec $(BIN)/mlflow models serve -m "$$uri" --env-manager local \
 		--host 127.0.0.1 --port $(PORT)
 
-# --- Benchmarks (issue 7): not tests; each figure a ratio against a baseline measured in the same run ---
+# --- Benchmarks: not tests; each figure a ratio against a baseline measured in the same run ---
 .PHONY: bench
 BENCH_ARGS ?=
 

@@ -149,7 +149,7 @@ def run(params: Params, out: Path, clock: Clock) -> dict[str, float]:
         write_figure(curve_figure(prc, "recall", "precision", title, diagonal=False), dest(FIG_PRC))
 
     with clock("register", "compute"):
-        decision = gate(metrics, params.register)
+        decision = gate(metrics, params.register.thresholds)
     with clock("register", "write"):
         write_json(decision, dest(DECISION))
     return metrics

@@ -19,20 +19,20 @@ TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Custom
 
 @pytest.fixture(scope="session", autouse=True)
 def warm_servers():
-    """Stages run by the tests' `dvc repro` use warm stage servers (churn.warm) of this session only, in a
-    directory of their own, stopped at the end: never a server the developer's own runs started."""
+    """Stages run by the tests' `dvc repro` use warm stage servers (warmfork) of this session only, in a
+    private directory of their own, stopped at the end: never a server the developer's own runs started."""
     import subprocess
     import tempfile
 
-    directory = tempfile.mkdtemp(prefix="churn-warm-test-")  # short: AF_UNIX socket paths are limited
-    previous = os.environ.get("CHURN_WARM_DIR")
-    os.environ["CHURN_WARM_DIR"] = directory
+    directory = tempfile.mkdtemp(prefix="warmfork-test-")  # mode 0700, this user's: a valid WARMFORK_DIR
+    previous = os.environ.get("WARMFORK_DIR")
+    os.environ["WARMFORK_DIR"] = directory
     yield Path(directory)
-    subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], capture_output=True, check=False)
+    subprocess.run([sys.executable, "-m", "warmfork", "--stop", "--all"], capture_output=True, check=False)
     if previous is None:
-        os.environ.pop("CHURN_WARM_DIR", None)
+        os.environ.pop("WARMFORK_DIR", None)
     else:
-        os.environ["CHURN_WARM_DIR"] = previous
+        os.environ["WARMFORK_DIR"] = previous
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -10,7 +10,6 @@ import yaml
 from tests.conftest import project_env
 from tests.integration.helpers import (
     DVC,
-    PYTHON,
     exp_show,
     make_repo,
     mlflow_runs,
@@ -73,19 +72,19 @@ def test_metrics_and_plots_commands_work(repo):
 
 
 def test_stages_run_warm_and_cold_alike(repo, warm_servers):
-    """Stages are handed to the session's warm stage server (churn.warm); with CHURN_WARM=0 each runs in a
+    """Stages are handed to the session's warm stage server (warmfork); with WARMFORK=0 each runs in a
     fresh interpreter. Both ways write byte-identical outputs and log one parent with five stage runs."""
     # the server for this environment (the fixture's first stage started it in the background)
-    run([PYTHON, "-m", "churn.warm", "--start"], repo)
+    run([str(repo / "bin" / "py"), "-m", "warmfork", "--start"], repo)  # bin/py names the warm-up file
     committed = (repo / "dvc.lock").read_text()
     before = {r.info.run_id for r in mlflow_runs(repo)}
 
     run([*DVC, "repro", "-f"], repo)
     served = "".join(log.read_text() for log in warm_servers.glob("*.log"))
     for stage in STAGES:
-        assert f"stage churn.pipeline.{stage} runs in" in served and f"for {repo}" in served
+        assert f"churn.pipeline.{stage} runs in" in served and f"for {repo}" in served
     assert (repo / "dvc.lock").read_text() == committed
-    run([*DVC, "repro", "-f"], repo, env=project_env(CHURN_WARM="0"))
+    run([*DVC, "repro", "-f"], repo, env=project_env(WARMFORK="0"))
     assert (repo / "dvc.lock").read_text() == committed
 
     parents, children = parents_and_children([r for r in mlflow_runs(repo) if r.info.run_id not in before])

@@ -137,18 +137,12 @@ def test_dimension_on_its_own():
 # --- the tuning tool (churn.tools.tune) ------------------------------------------------------------------------
 
 
-# churn.tools.tune still imports RF_KEYS, XGB_KEYS and _Reader, which churn.config no longer has. Strict: once
-# the tool is wired to churn.config these pass, and the mark must go.
-NOT_WIRED = pytest.mark.xfail(raises=ImportError, strict=True, reason="churn.tools.tune is not wired to churn.config")
-
-
 @pytest.fixture
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     return tmp_path
 
 
-@NOT_WIRED
 def test_a_trial_sets_the_params_keys_the_train_stage_reads(params_raw):
     from churn.tools.tune import trial_model
 
@@ -161,7 +155,41 @@ def test_a_trial_sets_the_params_keys_the_train_stage_reads(params_raw):
     assert rf.hyperparameters()["max_depth"] == 7
 
 
-@NOT_WIRED
+def test_a_trial_searches_each_dimension_in_its_own_type(params_raw):
+    from churn.tools.tune import suggest
+
+    params_raw["tune"]["space"]["logistic_regression"]["class_weight"] = {"choices": [None, "balanced"]}
+    tune = tune_of(params_raw)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    for family in ("logistic_regression", "random_forest"):
+        for name, dim in tune.space_of(family).items():
+            suggest(trial, param_key(family, name), dim)
+    kinds = {key: type(d).__name__ for key, d in trial.distributions.items()}
+    assert kinds == {
+        "model.C": "FloatDistribution",
+        "model.class_weight": "CategoricalDistribution",
+        "model.random_forest.n_estimators": "IntDistribution",
+        "model.random_forest.max_depth": "IntDistribution",
+        "model.random_forest.min_samples_split": "IntDistribution",
+    }
+    assert trial.distributions["model.C"].log and not trial.distributions["model.random_forest.max_depth"].log
+    assert type(trial.params["model.random_forest.max_depth"]) is int
+
+
+def test_resolved_settings_fill_family_study_and_storage(params_raw, root):
+    from churn.tools.tune import resolve
+
+    tune = tune_of(params_raw)
+    settings = resolve(tune, "random_forest")
+    assert (settings.family, settings.study_name) == ("random_forest", "churn-random_forest-roc_auc")
+    assert settings.storage == f"sqlite:///{root}/optuna.db"
+    mine = resolve(tune.override(family="xgboost", study_name="mine", storage="sqlite:///s.db"), "random_forest")
+    assert (mine.family, mine.study_name, mine.storage) == ("xgboost", "mine", f"sqlite:///{root}/s.db")
+    del params_raw["tune"]["space"]["xgboost"]
+    with pytest.raises(ChurnError, match=r"missing key tune\.space\.xgboost"):
+        resolve(tune_of(params_raw), "xgboost")
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -177,7 +205,6 @@ def test_storage_is_absolute_against_the_repository_root(root, url, expected):
     assert resolve_storage(url) == expected.format(root=root)
 
 
-@NOT_WIRED
 def test_apply_command_round_trips_values():
     from churn.tools.tune import apply_command
 
@@ -197,7 +224,6 @@ def _run(study: optuna.Study, trials: int) -> None:
     study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2, n_trials=trials)
 
 
-@NOT_WIRED
 def test_sampler_is_seeded_per_trial():
     from churn.tools.tune import seeded_tpe
 
@@ -214,7 +240,6 @@ def test_sampler_is_seeded_per_trial():
     assert len(set(xs)) == len(xs)  # no repeated start-up proposals
 
 
-@NOT_WIRED
 def test_missing_featurize_outputs_say_to_run_the_pipeline(params_raw, tmp_path, monkeypatch):
     from churn.tools.tune import load_inputs
 

@@ -2,7 +2,7 @@
 the validation gate and differs from every existing version, register it and move the aliases.
 
 in: models/*.pkl, reports/metrics.json, data/prepared/test.parquet | out: reports/register.json
-params: register, evaluate.primary_metric, data
+params: register, evaluate.primary_metric, data, model.type
 """
 
 from __future__ import annotations

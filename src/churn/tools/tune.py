@@ -15,7 +15,6 @@ run per trial. Usage: `python -m churn.tools.tune [--trials N] [--timeout S] [--
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -28,13 +27,13 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churn.config import LOWER_IS_BETTER, METRICS, MODEL_TYPES, RF_KEYS, XGB_KEYS, ModelParams, Params, parse_params
-from churn.errors import ChurnError, DataError, ParamError
-from churn.system import atomic_path
+from churn.config import LOWER_IS_BETTER, MODEL_TYPES, Dimension, ModelParams, Params, TuneParams, param_key
+from churn.errors import ChurnError, DataError
+from churn.system import atomic_path, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -49,72 +48,10 @@ STUDY_ROLE = "study"
 TRIAL_ROLE = "trial"
 # Metrics that depend on evaluate.threshold (the others are computed from probabilities alone).
 THRESHOLD_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
-FAMILY_KEYS: dict[str, dict[str, type]] = {
-    "logistic_regression": {"C": float, "max_iter": int, "class_weight": str},
-    "random_forest": RF_KEYS,
-    "xgboost": XGB_KEYS,
-}
-TUNE_KEYS = (
-    "family",
-    "metric",
-    "n_trials",
-    "timeout_s",
-    "seed",
-    "study_name",
-    "storage",
-    "best_params",
-    "pruner",
-    "space",
-)
-ENTRY_KEYS = ("low", "high", "log", "type", "choices")
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
 
 
-# --- settings: the tune block, validated -----------------------------------------------------------
-
-
-def param_key(family: str, name: str) -> str:
-    """The params.yaml key a hyper-parameter lives at (what `dvc exp run -S` sets)."""
-    return f"model.{name}" if family == "logistic_regression" else f"model.{family}.{name}"
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched hyper-parameter: a numeric range (optionally log-scaled) or a list of choices."""
-
-    key: str  # the params.yaml key, also the Optuna parameter name, e.g. model.C
-    name: str  # the hyper-parameter, e.g. C
-    integer: bool
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple | None = None
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    family: str
-    metric: str
-    n_trials: int
-    timeout_s: float | None
-    seed: int
-    study_name: str
-    storage: str  # an absolute URL
-    best_params: Path
-    pruner_startup_trials: int
-    pruner_warmup_steps: int
-    space: tuple[Dimension, ...]
-
-    @property
-    def direction(self) -> str:
-        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+# --- settings: the tune block (validated by churn.config) with its defaults resolved ----------------
 
 
 def default_storage(root: Path | None = None) -> str:
@@ -132,165 +69,34 @@ def resolve_storage(url: str | None, root: Path | None = None) -> str:
     return absolute_uri(url, root or repo_root())
 
 
-def parse_space(raw: dict, family_block: Any, family: str, source: str = "params.yaml") -> tuple[Dimension, ...]:
-    """Validate `tune.space.<family>` against the model's own params validation; errors name the key."""
-    prefix = f"tune.space.{family}"
-    if not isinstance(family_block, dict) or not family_block:
-        raise ParamError(prefix, "a mapping of hyper-parameter: {low, high} entries", family_block, source)
-    known = FAMILY_KEYS[family]
-    dims = []
-    for name, entry in family_block.items():
-        key = f"{prefix}.{name}"
-        if name not in known:
-            raise ParamError(key, f"a {family} hyper-parameter (one of {', '.join(known)})", "unknown key", source)
-        if not isinstance(entry, dict):
-            raise ParamError(key, "a mapping such as {low: 1, high: 10} or {choices: [...]}", entry, source)
-        unknown = sorted(set(entry) - set(ENTRY_KEYS))
-        if unknown:
-            raise ParamError(
-                f"{key}.{unknown[0]}", "absent (entries take " + ", ".join(ENTRY_KEYS) + ")", "set", source
-            )
-        integer = known[name] is int
-        declared = entry.get("type")
-        if declared is not None and declared != ("int" if integer else "float"):
-            kind = "int" if integer else "float"
-            raise ParamError(f"{key}.type", f"{kind} (the type of {param_key(family, name)})", declared, source)
-        if "choices" in entry:
-            dims.append(_choices(raw, family, name, entry, integer, key, source))
-        else:
-            dims.append(_range(raw, family, name, entry, integer, key, source))
-    return tuple(dims)
-
-
-def _range(raw: dict, family: str, name: str, entry: dict, integer: bool, key: str, source: str) -> Dimension:
-    if "low" not in entry or "high" not in entry:
-        raise ChurnError(f"{source}: {key} needs both low and high (or choices)")
-    if not isinstance(entry["low"], (int, float)) or not isinstance(entry["high"], (int, float)):
-        raise ParamError(key, "numbers low and high", f"low={entry['low']!r}, high={entry['high']!r}", source)
-    low, high = entry["low"], entry["high"]
-    if isinstance(low, bool) or isinstance(high, bool):
-        raise ParamError(key, "numbers low and high", f"low={low!r}, high={high!r}", source)
-    kind = "integers" if integer else "numbers"
-    if integer and not (float(low).is_integer() and float(high).is_integer()):
-        raise ParamError(key, f"{kind} low and high", f"low={low!r}, high={high!r}", source)
-    if not low < high:
-        problem = "an empty" if low == high else "an inverted"
-        raise ParamError(key, f"a range with low < high ({problem} range)", f"low={low!r}, high={high!r}", source)
-    log_scale = entry.get("log", False)
-    if not isinstance(log_scale, bool):
-        raise ParamError(f"{key}.log", "true or false", log_scale, source)
-    if log_scale and not low > 0:
-        raise ParamError(f"{key}.low", "> 0 on a log scale", low, source)
-    for bound, value in (("low", low), ("high", high)):
-        _check_value(raw, family, name, int(value) if integer else float(value), f"{key}.{bound}", source)
-    return Dimension(
-        key=param_key(family, name),
-        name=name,
-        integer=integer,
-        low=int(low) if integer else float(low),
-        high=int(high) if integer else float(high),
-        log=log_scale,
+def resolve(settings: TuneParams, model_type: str) -> TuneParams:
+    """`settings` with no null left in family (model.type), study_name and storage (an absolute URL)."""
+    family = settings.family or model_type
+    settings.space_of(family)  # a family without a search space fails here, before the data is read
+    study_name = settings.study_name or f"churn-{family}-{settings.metric}"
+    return settings.model_copy(
+        update={"family": family, "study_name": study_name, "storage": resolve_storage(settings.storage)}
     )
 
 
-def _choices(raw: dict, family: str, name: str, entry: dict, integer: bool, key: str, source: str) -> Dimension:
-    if set(entry) - {"choices", "type"}:
-        raise ChurnError(f"{source}: {key} takes either choices or low/high, not both")
-    choices = entry["choices"]
-    if not isinstance(choices, list) or not choices:
-        raise ParamError(f"{key}.choices", "a non-empty list", choices, source)
-    if len({json.dumps(c) for c in choices}) != len(choices):
-        raise ParamError(f"{key}.choices", "a list without repeats", choices, source)
-    for index, value in enumerate(choices):
-        if isinstance(value, (list, dict)):
-            raise ParamError(f"{key}.choices[{index}]", "a scalar", value, source)
-        _check_value(raw, family, name, value, f"{key}.choices[{index}]", source)
-    return Dimension(key=param_key(family, name), name=name, integer=integer, choices=tuple(choices))
+def direction(metric: str) -> str:
+    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
 
 
-def _check_value(raw: dict, family: str, name: str, value: Any, key: str, source: str) -> None:
-    """A bound must itself be a valid value of the model parameter, checked by the params validation."""
-    trial_raw = copy.deepcopy(raw)
-    model = trial_raw.get("model")
-    if not isinstance(model, dict):
-        return  # parse_params reports the missing model block
-    target = model if family == "logistic_regression" else model.get(family)
-    if not isinstance(target, dict):
-        return
-    target[name] = value
-    try:
-        parse_params(trial_raw, source)
-    except ParamError as exc:
-        if exc.key == param_key(family, name):
-            detail = str(exc).removeprefix(f"{source}: ")
-            raise ChurnError(f"{source}: {key} = {value!r} is not a valid {exc.key} ({detail})") from None
-        raise
-
-
-def parse_tune(raw: Any, params: Params, source: str = "params.yaml", **overrides: Any) -> TuneSettings:
-    """Validate the `tune:` block (with command-line `overrides` of its keys); errors name the dotted key."""
-    from churn.config import _Reader
-
-    if not isinstance(raw, dict) or "tune" not in raw:
-        raise ChurnError(f"{source}: missing key tune (the tuning block; see README, Tuning)")
-    block = dict(raw["tune"]) if isinstance(raw["tune"], dict) else raw["tune"]
-    if isinstance(block, dict):
-        block.update({k: v for k, v in overrides.items() if v is not None})
-    t = _Reader({"tune": block}, "", source).block("tune")
-    unknown = sorted(set(t.raw) - set(TUNE_KEYS))
-    if unknown:
-        raise ParamError(f"tune.{unknown[0]}", "absent (tune takes " + ", ".join(TUNE_KEYS) + ")", "set", source)
-
-    family = t.get("family")
-    if family is None:
-        family = params.model.type
-    elif family not in MODEL_TYPES:
-        raise ParamError("tune.family", "null (model.type) or one of " + ", ".join(MODEL_TYPES), family, source)
-    metric = t.choice("metric", METRICS)
-    timeout = t.get("timeout_s")
-    if timeout is not None:
-        timeout = t.positive("timeout_s")
-    study_name = t.get("study_name")
-    if study_name is None:
-        study_name = f"churn-{family}-{metric}"
-    elif not isinstance(study_name, str) or not study_name.strip():
-        raise ParamError("tune.study_name", "null or a non-empty string", study_name, source)
-    storage = t.get("storage")
-    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
-        raise ParamError("tune.storage", "null (local sqlite) or a database URL", storage, source)
-    pruner = t.block("pruner")
-    unknown = sorted(set(pruner.raw) - {"n_startup_trials", "n_warmup_steps"})
-    if unknown:
-        raise ParamError(f"tune.pruner.{unknown[0]}", "n_startup_trials or n_warmup_steps", "unknown key", source)
-
-    space = t.block("space")
-    for name in space.raw:
-        if name not in MODEL_TYPES:
-            raise ParamError(f"tune.space.{name}", "a model family (" + ", ".join(MODEL_TYPES) + ")", "unknown", source)
-    parsed = {name: parse_space(raw, space.raw[name], name, source) for name in space.raw}
-    if family not in parsed:
-        raise ChurnError(f"{source}: missing key tune.space.{family} (the search space of the tuned family)")
-
-    return TuneSettings(
-        family=family,
-        metric=metric,
-        n_trials=t.integer("n_trials", minimum=0),
-        timeout_s=timeout,
-        seed=t.integer("seed", minimum=0),
-        study_name=study_name.strip(),
-        storage=resolve_storage(storage.strip() if storage else None),
-        best_params=Path(t.string("best_params")),
-        pruner_startup_trials=pruner.integer("n_startup_trials", minimum=0),
-        pruner_warmup_steps=pruner.integer("n_warmup_steps", minimum=0),
-        space=parsed[family],
-    )
+def suggest(trial: optuna.Trial, key: str, dim: Dimension) -> Any:
+    """A value of one searched hyper-parameter; the bounds have its type (int bounds: an integer search)."""
+    if dim.choices is not None:
+        return trial.suggest_categorical(key, list(dim.choices))
+    if isinstance(dim.low, int) and isinstance(dim.high, int):
+        return trial.suggest_int(key, dim.low, dim.high, log=dim.log)
+    return trial.suggest_float(key, dim.low, dim.high, log=dim.log)
 
 
 def trial_model(model: ModelParams, family: str, values: dict[str, Any]) -> ModelParams:
     """`model` with the family switched to `family` and the searched values (keyed by hyper-parameter) set."""
     if family == "logistic_regression":
-        return replace(model, type=family, **values)
-    return replace(model, type=family, **{family: {**getattr(model, family), **values}})
+        return model.model_copy(update={"type": family, **values})
+    return model.model_copy(update={"type": family, family: getattr(model, family).model_copy(update=values)})
 
 
 # --- sampling: TPE seeded per trial --------------------------------------------------------------
@@ -333,8 +139,7 @@ def seeded_tpe(seed: int):
 
 def _first_line(exc: BaseException) -> str:
     """The first line of an error, without SQLAlchemy's `(driver.ErrorClass) ` prefix."""
-    text = str(exc).strip()
-    return re.sub(r"^\([\w.]+\)\s*", "", text.splitlines()[0]) if text else type(exc).__name__
+    return re.sub(r"^\([\w.]+\)\s*", "", first_line(exc))
 
 
 def _connect_server(url: str):
@@ -405,7 +210,7 @@ def open_storage(url: str):
         raise ChurnError(f"cannot open the Optuna storage {redact(url)} ({_first_line(exc)})") from None
 
 
-def study_fingerprint(settings: TuneSettings, params: Params, data_md5: str) -> dict[str, Any]:
+def study_fingerprint(settings: TuneParams, params: Params, data_md5: str) -> dict[str, Any]:
     """What a study's scores depend on; continuing a study under different values would mix incomparable
     trials, so a mismatch is an error."""
     found = {
@@ -420,7 +225,7 @@ def study_fingerprint(settings: TuneSettings, params: Params, data_md5: str) -> 
     return found
 
 
-def load_or_create_study(storage, settings: TuneSettings, fingerprint: dict[str, Any]):
+def load_or_create_study(storage, settings: TuneParams, fingerprint: dict[str, Any]):
     import optuna
 
     from churn.tracking.store import redact
@@ -428,10 +233,10 @@ def load_or_create_study(storage, settings: TuneSettings, fingerprint: dict[str,
     study = optuna.create_study(
         storage=storage,
         study_name=settings.study_name,
-        direction=settings.direction,
+        direction=direction(settings.metric),
         sampler=seeded_tpe(settings.seed),
         pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=settings.pruner_warmup_steps
+            n_startup_trials=settings.pruner.n_startup_trials, n_warmup_steps=settings.pruner.n_warmup_steps
         ),
         load_if_exists=True,
     )
@@ -456,7 +261,7 @@ def _parent_attr(store: Store) -> str:
     return f"mlflow_parent_run:{digest}"
 
 
-def study_parent(store: Store, study, settings: TuneSettings, params: Params, data_md5: str) -> str:
+def study_parent(store: Store, study, settings: TuneParams, params: Params, data_md5: str) -> str:
     """The study's MLflow parent run in this store: recorded in the study itself (so workers on several
     machines find the same one); created, with the study's settings as params, the first time."""
     from mlflow.entities import Param
@@ -483,26 +288,20 @@ def study_parent(store: Store, study, settings: TuneSettings, params: Params, da
         "optuna.storage": redact(settings.storage),
         "optuna.family": settings.family,
         "optuna.metric": settings.metric,
-        "optuna.direction": settings.direction,
+        "optuna.direction": direction(settings.metric),
         "data.md5": data_md5,
     }
     run = store.client.create_run(
         store.experiment_id, run_name=f"tune:{settings.study_name}", tags=context_registry.resolve_tags(tags)
     )
     space = {
-        d.key: (list(d.choices) if d.choices is not None else f"{d.low}..{d.high}{' log' if d.log else ''}")
-        for d in settings.space
+        param_key(settings.family, name): (
+            list(d.choices) if d.choices is not None else f"{d.low}..{d.high}{' log' if d.log else ''}"
+        )
+        for name, d in settings.space_of(settings.family).items()
     }
     logged = {
-        "tune": {
-            "family": settings.family,
-            "metric": settings.metric,
-            "seed": settings.seed,
-            "pruner": {
-                "n_startup_trials": settings.pruner_startup_trials,
-                "n_warmup_steps": settings.pruner_warmup_steps,
-            },
-        },
+        "tune": settings.model_dump(include={"family", "metric", "seed", "pruner"}),
         "space": space,
         "train": {"cv_folds": params.train.cv_folds, "seed": params.train.seed},
         "evaluate": {"threshold": params.evaluate.threshold},
@@ -519,7 +318,7 @@ class TrialLogger:
 
     store: Store
     parent_id: str
-    settings: TuneSettings
+    settings: TuneParams
     context: dict[str, str]
     numbers: list[int] = field(default_factory=list)  # the trials this process ran
 
@@ -572,16 +371,17 @@ class TrialLogger:
 # --- the objective ---------------------------------------------------------------------------------
 
 
-def make_objective(settings: TuneSettings, params: Params, frame: pd.DataFrame, preprocessor, tracker: TrialLogger):
+def make_objective(settings: TuneParams, params: Params, frame: pd.DataFrame, preprocessor, tracker: TrialLogger):
     """Score a trial as the train stage would (same folds, seed and threshold); prune between folds."""
     import optuna
 
     from churn.core.models import build_model, iter_cv_folds, summarise_folds
 
     folds = params.train.cv_folds
+    space = settings.space_of(settings.family)
 
     def objective(trial: optuna.Trial) -> float:
-        values = {d.name: d.suggest(trial) for d in settings.space}
+        values = {name: suggest(trial, param_key(settings.family, name), dim) for name, dim in space.items()}
         model = trial_model(params.model, settings.family, values)
         run_id = tracker.start(trial.number, model)
         fold_metrics: list[dict[str, float]] = []
@@ -619,7 +419,7 @@ def make_objective(settings: TuneSettings, params: Params, frame: pd.DataFrame, 
 # --- after the trials: best parameters, parent summary, plots ------------------------------------
 
 
-def best_record(study, settings: TuneSettings) -> dict[str, Any] | None:
+def best_record(study, settings: TuneParams) -> dict[str, Any] | None:
     """The study's best trial as the parameters to set (`model.type` first), or None before any completes."""
     import optuna
 
@@ -633,7 +433,7 @@ def best_record(study, settings: TuneSettings) -> dict[str, Any] | None:
         "study": settings.study_name,
         "storage": redact(settings.storage),
         "metric": settings.metric,
-        "direction": settings.direction,
+        "direction": direction(settings.metric),
         "trial": best.number,
         "value": best.value,
         "params": {"model.type": settings.family, **best.params},
@@ -676,7 +476,7 @@ def save_plots(study, folder: Path) -> list[Path]:
     return written
 
 
-def summarise_study(store: Store, parent_id: str, study, settings: TuneSettings, record: dict | None) -> None:
+def summarise_study(store: Store, parent_id: str, study, settings: TuneParams, record: dict | None) -> None:
     """Counts, the best trial and the plots on the study's parent run."""
     import tempfile
     import time
@@ -773,8 +573,9 @@ def load_inputs(params: Params) -> tuple[pd.DataFrame, Any, str]:
     return frame, preprocessor, combined_md5([TRAIN, PREPROCESSOR])
 
 
-def tune(settings: TuneSettings, params: Params, progress: bool = True) -> dict[str, Any] | None:
-    """Run `settings.n_trials` more trials of the study; returns the best record (also written to a file)."""
+def tune(settings: TuneParams, params: Params, n_trials: int, progress: bool = True) -> dict[str, Any] | None:
+    """Run `n_trials` more trials (0: none) of the study of `settings` (resolved); returns the best record (also
+    written to tune.best_params)."""
     from churn.tracking.runs import git_tags
     from churn.tracking.store import connect, redact
 
@@ -791,17 +592,17 @@ def tune(settings: TuneSettings, params: Params, progress: bool = True) -> dict[
         settings.study_name,
         redact(settings.storage),
         before,
-        settings.n_trials,
+        n_trials,
         settings.family,
-        settings.direction,
+        direction(settings.metric),
         settings.metric,
     )
     worker = f"{socket.gethostname()}:{os.getpid()}"
     tracker = TrialLogger(store, parent_id, settings, {**git_tags(), "data.md5": data_md5, "optuna.worker": worker})
-    if settings.n_trials:
+    if n_trials:
         study.optimize(
             make_objective(settings, params, frame, preprocessor, tracker),
-            n_trials=settings.n_trials,
+            n_trials=n_trials,
             timeout=settings.timeout_s,
             catch=(Exception,),
             show_progress_bar=progress,
@@ -821,23 +622,16 @@ def tune(settings: TuneSettings, params: Params, progress: bool = True) -> dict[
         sum(t.state.name == "FAIL" for t in study.trials),
         parent_id,
     )
-    if settings.n_trials and states["FAIL"] and not (states["COMPLETE"] or states["PRUNED"]):
+    if n_trials and states["FAIL"] and not (states["COMPLETE"] or states["PRUNED"]):
         error = next((t.system_attrs.get("fail_reason") for t in mine if t.state.name == "FAIL"), None)
         raise ChurnError(f"every trial failed ({error or 'see the MLflow trial runs for the error'})")
     if record is None:
         log.warning("no trial has completed yet: no best parameters")
         return None
-    write_best(record, settings.best_params)
+    write_best(record, Path(settings.best_params))
     shown = ", ".join(f"{k}={_override(v)}" for k, v in record["params"].items())
     log.info("best: trial %d, cv %s %.6f with %s", record["trial"], settings.metric, record["value"], shown)
     return record
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def _count(text: str) -> int:
@@ -848,14 +642,12 @@ def _count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import yaml
-
     from churn.cli import run_cli
     from churn.config import load_params
 
     parser = argparse.ArgumentParser(prog="python -m churn.tools.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=_count, help="trials to run now (default tune.n_trials; 0 with --apply)")
-    parser.add_argument("--timeout", type=_positive_float, help="seconds after which no new trial starts")
+    parser.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     parser.add_argument("--storage", help="Optuna storage URL, e.g. postgresql+psycopg2://user:pw@host/db")
     parser.add_argument("--study", help="study name (default tune.study_name, else churn-<family>-<metric>)")
     parser.add_argument("--family", choices=MODEL_TYPES, help="model family to tune (default tune.family)")
@@ -869,19 +661,14 @@ def main(argv: list[str] | None = None) -> None:
         # With a progress bar, the bar shows the best trial so far; without, Optuna logs one line per trial.
         optuna.logging.set_verbosity(logging.WARNING if not args.no_progress else logging.INFO)
         params = load_params()
-        raw = yaml.safe_load(Path("params.yaml").read_text())
-        settings = parse_tune(
-            raw,
-            params,
-            n_trials=args.trials,
-            timeout_s=args.timeout,
-            storage=args.storage,
-            study_name=args.study,
-            family=args.family,
-        )
-        tune(settings, params, progress=not args.no_progress)
+        cli = {"timeout_s": args.timeout, "storage": args.storage, "study_name": args.study, "family": args.family}
+        settings = resolve(params.tune.override(**cli), params.model.type)
+        # Not through override, which (as params.yaml) wants n_trials >= 1: --trials 0 --apply applies the best
+        # of an existing study without running more trials.
+        n_trials = settings.n_trials if args.trials is None else args.trials
+        tune(settings, params, n_trials, progress=not args.no_progress)
         if args.apply:
-            name = apply_best(settings.best_params)
+            name = apply_best(Path(settings.best_params))
             print(name)  # noqa: T201 - machine-readable: the experiment's name
 
     run_cli(_main)
