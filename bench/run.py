@@ -45,7 +45,7 @@ PHASES = ("startup", "store", "compute", "logging", "write", "total")
 PACKAGES = ("dvc", "mlflow", "scikit-learn", "xgboost-cpu", "pandas", "pyarrow", "numpy", "uv")
 POLL_S = 2.0  # between `dvc queue status` calls while waiting for idle workers to exit
 
-# The targets of issue 7.
+# The targets each figure is printed beside.
 OVERHEAD_MAX = 1.5
 FIXED_COST_MAX_S = 1.0
 NOOP_MAX = 1.2

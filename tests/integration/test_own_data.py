@@ -51,7 +51,7 @@ def test_telco_through_the_data_block_command_leaves_dvc_healthy(tmp_path):
 
     assert "up to date" in run([*DVC, "status"], root).stdout
     run([*DVC, "push"], root)
-    assert "up to date" in run([*DVC, "status", "--cloud"], root).stdout
+    assert "in sync" in run([*DVC, "status", "--cloud"], root).stdout
     shutil.rmtree(root / ".dvc" / "cache")
     (root / "data" / "raw" / "telco.csv").unlink()
     run([*DVC, "pull"], root)

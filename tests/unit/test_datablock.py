@@ -154,7 +154,7 @@ def test_no_feature_left_is_an_error():
 def test_semicolon_file_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id;plan;churn\n1;basic;0\n2;pro;1\n")
-    with pytest.raises(DataError, match="separated by ';'.*sep=';'"):
+    with pytest.raises(DataError, match=r"separated by ';'.*sep=';'"):
         read_table(path)
 
 

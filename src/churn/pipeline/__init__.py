@@ -22,4 +22,3 @@ def entry(run: Callable[[Params], None]) -> None:
 
     with stage_timings(Path(sys.modules[run.__module__].__file__).stem):
         run_cli(lambda: run(load_params()))
-

@@ -44,7 +44,6 @@ FREE_TEXT_SHARE = 0.10  # ... and than this share of the non-blank rows
 FLOW_WIDTH = 110  # a column list longer than this is written one column per line
 # customer_id, customerID, CustomerId, id, ID, uuid, row-id: the name says the column identifies the row.
 ID_NAME = re.compile(r"(?i:(^|[_\W])(id|uuid|guid)($|[_\W]))|[a-z0-9](ID|Id)$")
-DATA_KEYS = ("raw_path", "id_columns", "numerical", "categorical", "target", "positive_label")
 
 
 @dataclass(frozen=True)
@@ -172,8 +171,7 @@ def _role(name: str, column: pd.Series) -> Decision:
         return Decision(name, "id_columns", f"text unique on {distinct} of {rows} rows, {why}")
     if distinct > FREE_TEXT_VALUES and distinct > FREE_TEXT_SHARE * len(values):
         return Decision(name, "ignored", f"free text: {distinct} distinct values in {len(values)} rows")
-    example = next(v for v in values if pd.isna(pd.to_numeric(v, errors="coerce")))
-    mixed = f" (not numbers: {example!r})" if numbers.notna().any() else ""
+    mixed = f" (not numbers: {values[numbers.isna()].iloc[0]!r})" if numbers.notna().any() else ""
     return Decision(name, "categorical", f"text, {_plural(distinct, 'value')}{mixed}{blanks}")
 
 
@@ -272,8 +270,9 @@ def _block_lines(text: str, doc: Any, key: str) -> tuple[int, int]:
 def rewrite_data_block(text: str, block: dict[str, Any], source: str = "params.yaml") -> str:
     """params.yaml's text with its `data` block replaced by `block`; every other line kept byte for byte, and
     the result validated as the pipeline will read it."""
-    from churn.config import parse_params
     from ruamel.yaml import YAML, YAMLError
+
+    from churn.config import parse_params
 
     yaml = _yaml()
     try:
@@ -353,6 +352,8 @@ def switch(csv_path: Path, frame: pd.DataFrame, proposal: Proposal, root: Path) 
     from churn.core.schema import validate_and_clean
 
     params_path = root / "params.yaml"
+    if not params_path.exists():
+        raise ChurnError(f"{params_path}: not found; run the command inside the project's git repository")
     raw_path = raw_path_for(csv_path, root)
     block = proposal.block(raw_path.as_posix())
     text = params_path.read_text()

@@ -46,7 +46,7 @@ def _summary(settings: MlflowParams) -> None:
         lines.append(f"  test metrics: {shown}")
     lines.append(f"  MLflow runs:  {redact(uri)} (experiment {experiment!r})")
     lines.append(f"  MLflow UI:    {ui_command(uri)}")
-    lines.append("  Compare:      .venv/bin/dvc metrics show   |   .venv/bin/dvc exp show")
+    lines.append("  Compare:      bin/dvc metrics show   |   bin/dvc exp show")
     print("\n".join(lines))  # noqa: T201 - the summary the user reads at the end of `make run`
 
 
