@@ -143,7 +143,9 @@ def test_the_gate_keeps_mlflow_quiet():
     import logging
 
     chatty = logging.getLogger("mlflow.models.evaluation.validation")
-    level, seen = chatty.level, []
+    original, seen = chatty.level, []
+    chatty.setLevel(logging.INFO)  # other tests may have quietened MLflow's loggers already
+    level = chatty.level
     handler = logging.Handler()
     handler.emit = seen.append
     chatty.addHandler(handler)
@@ -155,3 +157,4 @@ def test_the_gate_keeps_mlflow_quiet():
         assert len(seen) == 1  # the level is restored
     finally:
         chatty.removeHandler(handler)
+        chatty.setLevel(original)

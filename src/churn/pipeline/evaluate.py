@@ -60,9 +60,5 @@ def run(params: Params) -> None:
         out.publish()
 
 
-def main() -> None:
-    entry(run)
-
-
 if __name__ == "__main__":
-    main()
+    entry(run)

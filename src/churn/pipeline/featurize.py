@@ -36,9 +36,5 @@ def run(params: Params) -> None:
         out.publish()
 
 
-def main() -> None:
-    entry(run)
-
-
 if __name__ == "__main__":
-    main()
+    entry(run)
