@@ -88,10 +88,10 @@ def timings_env(path: Path, **extra: str) -> dict[str, str]:
 
 
 def start_warm_server() -> None:
-    """Start this run's warm stage server (src/churn/warm.py) and wait until it accepts requests, so that
-    no section's first stages run cold while it preloads. (A user's first `dvc repro` does.)"""
-    env = project_env(PYTHONPATH=str(PROJECT / "src"))
-    result = subprocess.run([sys.executable, "-m", "churn.warm", "--start"], env=env, capture_output=True, text=True)
+    """Start this run's warm stage server (warmfork, through bin/py as the stages) and wait until it answers,
+    so that no section's first stages run cold while it warms up. (A user's first `dvc repro` does.)"""
+    cmd = [str(PROJECT / "bin" / "py"), "-m", "warmfork", "--start"]
+    result = subprocess.run(cmd, cwd=PROJECT, env=project_env(), capture_output=True, text=True)
     if result.returncode != 0:
         raise BenchError(f"the warm stage server did not start: {result.stderr.strip()}")
 
@@ -168,7 +168,7 @@ def overhead(b: Bench) -> dict:
         for what in order[i % 3 :] + order[: i % 3]:
             if what in ("repro", "cold"):
                 path = b.work / f"overhead-{what}-{i}.jsonl"
-                env = timings_env(path, **({"CHURN_WARM": "0"} if what == "cold" else {}))
+                env = timings_env(path, **({"WARMFORK": "0"} if what == "cold" else {}))
                 wall, _ = dvc(root, "repro", "-f", env=env)
                 (repro_s if what == "repro" else cold_s).append(wall)
                 (stage_runs if what == "repro" else cold_runs).append(by_stage(read_records(path)))
@@ -219,7 +219,7 @@ def overhead(b: Bench) -> dict:
     cold = median(cold_s)
     cold_totals = {stage: median([records[stage]["total"] for records in cold_runs]) for stage in STAGES}
     print(
-        f"  without the warm runner (CHURN_WARM=0): dvc repro -f {cold:.1f} s; stage totals "
+        f"  without the warm runner (WARMFORK=0): dvc repro -f {cold:.1f} s; stage totals "
         + ", ".join(f"{stage} {total:.2f}" for stage, total in cold_totals.items())
     )
 
@@ -232,7 +232,7 @@ def overhead(b: Bench) -> dict:
         ratio <= OVERHEAD_MAX,
     )
     b.figure(
-        "overhead ratio without the warm stage runner (CHURN_WARM=0)",
+        "overhead ratio without the warm stage runner (WARMFORK=0)",
         cold / one,
         f"{cold / one:.2f}x ({cold:.1f} s / {one:.1f} s)",
         None,
@@ -541,7 +541,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     venv_bins = {str(Path(sys.executable).parent), str(PROJECT / ".venv" / "bin")}
     dropped = ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
     env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
-    env["CHURN_WARM_DIR"] = os.environ["CHURN_WARM_DIR"]  # this run's warm stage servers, stopped at its end
+    env["WARMFORK_DIR"] = os.environ["WARMFORK_DIR"]  # this run's warm stage servers, stopped at its end
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p not in venv_bins)
     env.update(extra)
     return env
@@ -636,9 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"bench-{started:%Y%m%d-%H%M}"
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
-    # Warm stage servers (src/churn/warm.py) of this run only, stopped at its end. Short path: AF_UNIX.
-    warm_dir = tempfile.mkdtemp(prefix="churn-warm-bench-")
-    os.environ["CHURN_WARM_DIR"] = warm_dir
+    # Warm stage servers (warmfork) of this run only, in a private directory, stopped at its end.
+    warm_dir = tempfile.mkdtemp(prefix="warmfork-bench-")
+    os.environ["WARMFORK_DIR"] = warm_dir
     results = {
         "name": name,
         "started": started.isoformat(timespec="seconds"),
@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             results["sections"].setdefault(section, {})["elapsed_s"] = round(time.perf_counter() - start, 1)
             bench.save()
     finally:
-        subprocess.run([sys.executable, "-m", "churn.warm", "--stop"], capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "warmfork", "--stop", "--all"], capture_output=True, check=False)
         shutil.rmtree(warm_dir, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -309,6 +309,10 @@ class _PerFamily(_Block, Generic[T]):
 class SweepParams(_PerFamily[Values]):
     """Grids queued by `make sweep`: the cross product of one family's value lists."""
 
+    def grids(self) -> dict[str, dict[str, list]]:
+        """The families that have a grid, each hyper-parameter -> its values."""
+        return {f: {k: list(v) for k, v in grid.items()} for f in MODEL_TYPES if (grid := getattr(self, f))}
+
 
 class Dimension(_Block):
     """One searched hyper-parameter: a range {low, high[, log]} or {choices: [...]}.

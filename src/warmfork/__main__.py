@@ -14,8 +14,10 @@ USAGE = """usage: python -m warmfork -m MODULE [ARGS...]   run `python -m MODULE
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) >= 2 and argv[0] == "-m":
-        from warmfork import client
-
+        try:
+            from warmfork import client
+        except (ImportError, AttributeError) as exc:  # no fcntl, resource, O_DIRECTORY...: not a POSIX system
+            return _subprocess(argv[1], argv[2:], exc)
         return client.run(argv[1], argv[2:])
     if argv == ["--start"]:
         from warmfork import client
@@ -45,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return server.serve(argv[1])
     sys.stderr.write(USAGE)
     return 2
+
+
+def _subprocess(module: str, args: list[str], reason: Exception) -> int:
+    import subprocess
+
+    sys.stderr.write(f"warmfork: running cold: this platform lacks what warm runs need ({reason})\n")
+    return subprocess.call([sys.executable, *subprocess._args_from_interpreter_flags(), "-m", module, *args])
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def connect(place: Place, key: str) -> tuple[socket.socket, int] | None:
         conn.close()
         raise Doubt("server", f"cannot connect to {place.shown(name)}: {exc}") from None
     pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    if False:
+    if uid != os.getuid():
         conn.close()
         raise Doubt("server", f"{place.shown(name)} is answered by uid {uid}, not by you (uid {os.getuid()})")
     return conn, pid
@@ -170,7 +170,9 @@ def run(module: str, args: list[str]) -> int:
         return _hand_over(*found, env, module, args)
     except Doubt as doubt:
         rendezvous.warn(doubt, place)
-        cold(module, args)
+    except (OSError, ValueError) as exc:  # (raised only before the module may have started)
+        rendezvous.warn(Doubt("error", f"unexpected: {exc!r}"), place)
+    cold(module, args)
     return 1  # not reached: cold() replaces this process
 
 
@@ -225,8 +227,9 @@ def _hand_over(conn: socket.socket, server_pid: int, env: Environment, module: s
         reply = read_message(conn, buffer)
     except (OSError, ValueError):
         reply = None
-    if not reply or "status" not in reply:
-        _make_sure_gone(pidfd)
+    if not reply or not isinstance(reply.get("status"), int):
+        with contextlib.suppress(OSError):
+            _make_sure_gone(pidfd)
         sys.stderr.write(f"error: the warm server (pid {server_pid}) exited; {module} in process {child} was stopped\n")
         return 1
     status = int(reply["status"])

@@ -243,8 +243,9 @@ class Server:
             return
         fds: list[int] = []
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            client_pid, uid, _ = struct.unpack("3i", creds)
+            client_pid, uid, _ = struct.unpack(
+                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            )
             if uid != os.getuid():
                 raise PermissionError(f"request from uid {uid}")
             conn.settimeout(REPLY_TIMEOUT_S)
@@ -253,26 +254,21 @@ class Server:
             while data and b"\n" not in buffer:
                 data = conn.recv(1 << 20)
                 buffer += data
-            if not buffer:  # connected and left: a liveness check
-                raise StopIteration
-            request = json.loads(bytes(buffer).partition(b"\n")[0])
+            request = json.loads(bytes(buffer).partition(b"\n")[0]) if buffer else {"op": "connect"}
             op = request.get("op")
+            if op == "run" and request.get("v") == settings.PROTOCOL and len(fds) == 3 and _well_formed(request):
+                self._fork(conn, fds, request, client_pid)  # it owns conn and fds now
+                return
             if op in ("ping", "stop"):
                 self.stopping = self.stopping or op == "stop"
                 conn.sendall(json.dumps({"ok": True, "pid": os.getpid()}).encode() + b"\n")
-                raise StopIteration
-            if op != "run" or request.get("v") != settings.PROTOCOL or len(fds) != 3:
+            elif op != "connect":  # (a client that connected and left: a liveness check)
                 raise ValueError(f"{op} request, protocol {request.get('v')}, {len(fds)} descriptors")
-        except StopIteration:
-            conn.close()
-            return
         except Exception as exc:  # noqa: BLE001 - a bad request is dropped; the client runs cold
             self.log.warning("dropped a request: %s", exc)
-            conn.close()
-            for fd in fds:
-                os.close(fd)
-            return
-        self._fork(conn, fds, request, client_pid)
+        conn.close()
+        for fd in fds:
+            os.close(fd)
 
     def _fork(self, conn: socket.socket, fds: list[int], request: dict, client_pid: int) -> None:
         import select
@@ -282,14 +278,23 @@ class Server:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
-        if pid == 0:  # the process that becomes the client's
-            os.close(ready_r)
-            os.close(go_w)
-            os._exit(_child(self, conn, fds, ready_w, go_r, request, client_pid))
+        if pid == 0:  # the process that becomes the client's; it never returns into the server's code
+            code = 1
+            try:
+                os.close(ready_r)
+                os.close(go_w)
+                code = _child(self, conn, fds, ready_w, go_r, request, client_pid)
+            except BaseException:  # noqa: BLE001 - e.g. a forwarded SIGINT before the module started
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
         os.close(ready_w)
         os.close(go_r)
         for fd in fds:
             os.close(fd)
+        fds.clear()  # (the caller closes what is left in it if this raises)
         verdict = b""
         if select.select([ready_r], [], [], REPLY_TIMEOUT_S)[0]:
             verdict = os.read(ready_r, 65536)
@@ -356,6 +361,24 @@ class Server:
             with contextlib.suppress(OSError):
                 child.conn.sendall(json.dumps({"status": status}).encode() + b"\n")
             child.conn.close()
+
+
+RUN_FIELDS = {
+    "module": str,
+    "args": list,
+    "cwd": str,
+    "env": dict,
+    "path": list,
+    "umask": int,
+    "started": (int, float),
+    "settings": dict,
+    "stdio": list,
+    "orig_argv": list,
+}
+
+
+def _well_formed(request: dict) -> bool:
+    return all(isinstance(request.get(name), kind) for name, kind in RUN_FIELDS.items())
 
 
 # --- in the forked process ---------------------------------------------------------------------------

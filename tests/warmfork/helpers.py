@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -118,10 +119,19 @@ def runner_env(directory: Path, modules: Path, home: Path) -> dict[str, str]:
 def stop_all(env: dict[str, str], directory: Path) -> None:
     subprocess.run([sys.executable, "-m", "warmfork", "--stop", "--all"], env=env, capture_output=True, check=False)
     for _ in range(100):
-        if not list(directory.glob("*.sock")):
+        if not any(listening(path) for path in directory.glob("*.sock")):
             break
         time.sleep(0.1)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(condition, message: str, limit_s: float = 30) -> None:

@@ -52,9 +52,10 @@ def queue(params: Params, families: list[str]) -> None:
     uri = tracking_uri(configured=params.mlflow.tracking_uri)
     connect(params.mlflow.experiment, uri)  # create the store now, before parallel workers exist
     for family in families:
-        if family not in params.sweep:
-            raise ChurnError(f"params.yaml: sweep.{family} is not defined (have: {', '.join(params.sweep)})")
-        out = dvc("exp", "run", "--queue", *family_overrides(family, params.sweep[family], uri))
+        grids = params.sweep.grids()
+        if family not in grids:
+            raise ChurnError(f"params.yaml: sweep.{family} is not defined (have: {', '.join(grids)})")
+        out = dvc("exp", "run", "--queue", *family_overrides(family, grids[family], uri))
         count = out.count("Queued experiment")
         log.info("queued %d %s experiments", count, family)
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def _main() -> None:
         params = load_params()
-        queue(params, args.family or list(params.sweep))
+        queue(params, args.family or list(params.sweep.grids()))
         if args.run:
             status = run_queue(args.jobs)
             log.info("queue finished:\n%s", status.strip())
