@@ -101,8 +101,7 @@ def write_params(root: Path, raw: dict) -> None:
 
 def project_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses that run the project's CLIs and DVC: this interpreter's venv first."""
-    keep = ("CHURN_WARM_DIR",)  # the session's own warm stage servers (see warm_servers)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_")) or k in keep}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)

@@ -19,7 +19,7 @@ import pytest
 from tests.warmfork.helpers import wait_until, warnings
 
 NOBODY = 65534
-SECRET = "s3cret-value-never-to-leave"
+CANARY = "s3cret-value-never-to-leave"
 
 # Listens on argv[1]; for each connection records how many bytes and descriptors arrived.
 FAKE_SERVER = """
@@ -160,7 +160,7 @@ def test_a_directory_reached_through_another_users_symlink_is_refused(runner, ot
         other_user.symlink(victim, where / name)
     other_user.symlink(evil, other_user.shared / "link")
 
-    result = runner.client(WARMFORK_DIR=str(other_user.shared / "link" / below), SECRET=SECRET)
+    result = runner.client(WARMFORK_DIR=str(other_user.shared / "link" / below), CANARY=CANARY)
     assert_ran_cold(result, "link belongs to uid 65534")
     assert received(record) == []
     assert victim.read_text() == "the caller's file"
@@ -178,10 +178,10 @@ def test_a_symlink_flipped_during_the_checks_never_leads_to_the_other_user(runne
     wait_until((other_user.shared / "link").exists, "the flipper did not start")
 
     for _ in range(10):
-        assert_ran_cold(runner.client(WARMFORK_DIR=str(other_user.shared / "link"), SECRET=SECRET), "uid 65534")
+        assert_ran_cold(runner.client(WARMFORK_DIR=str(other_user.shared / "link"), CANARY=CANARY), "uid 65534")
     # the caller's own directory beside the flipping link works warm, and the other user cannot touch it
     runner.start(WARMFORK_DIR=str(mine))
-    warm = runner.client(WARMFORK_DIR=str(mine), SECRET=SECRET)
+    warm = runner.client(WARMFORK_DIR=str(mine), CANARY=CANARY)
     assert warm.returncode == 0 and json.loads(warm.stdout)["caller"], warm.stderr
     stop.touch()
     wait_until(result.exists, "the flipper did not stop")
@@ -199,7 +199,7 @@ def test_a_server_of_another_uid_on_the_callers_socket_gets_nothing(runner, othe
     os.rename(evil / "fake.sock", planted)  # (as if it got there somehow) and it looks like the caller's
     os.chown(planted, 0, 0, follow_symlinks=False)
 
-    result = runner.client(SECRET=SECRET)
+    result = runner.client(CANARY=CANARY)
     assert_ran_cold(result, "answered by uid 65534")
     assert received(record) == [{"bytes": 0, "fds": 0}]  # it saw a connection, and not one byte or descriptor
 

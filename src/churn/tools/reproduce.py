@@ -103,13 +103,8 @@ def largest_difference(rebuilt: np.ndarray, registered: np.ndarray) -> tuple[flo
 
 def subprocess_env(store_uri: str) -> dict[str, str]:
     """This interpreter's environment for the rebuild: its venv first, a throwaway MLflow store, no DVC or
-    MLflow variables inherited (DVC sets its own). The warm stage runner's settings (CHURN_WARM*) stay: they
-    say how stages run, not what they compute."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DVC_", "MLFLOW_", "CHURN_")) or k.startswith("CHURN_WARM")
-    }
+    MLflow or project variables inherited (DVC sets its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     if sys.prefix != sys.base_prefix:
