@@ -28,8 +28,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
-from tests.conftest import project_env
-from tests.integration.helpers import make_repo
+
+from churn.tools.sandbox import make_repo, project_env
 
 log = logging.getLogger("bench")
 
@@ -118,7 +118,7 @@ class Bench:
         params = project_params()
         root = self.work / name
         log.info("%s: making a repository with %d rows", name, rows)
-        make_repo(root, rows=rows, params={"train": params["train"]})  # make_repo lowers cv_folds for tests
+        make_repo(root, rows=rows, params={"train": params["train"]})
         self.repos[name] = root
         return root
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from churn.core.generate import generate
+from churn.tools.sandbox import copy_project, project_env  # noqa: F401 - re-exported to the tests
 
 REPO = Path(__file__).resolve().parents[1]
 TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
@@ -97,32 +98,6 @@ def _make_workspace(root: Path, monkeypatch: pytest.MonkeyPatch, params_raw: dic
 
 def write_params(root: Path, raw: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def project_env(**extra: str) -> dict[str, str]:
-    """Environment for subprocesses that run the project's CLIs and DVC: this interpreter's venv first."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
-    env.setdefault("GIT_AUTHOR_NAME", "test")
-    env.setdefault("GIT_AUTHOR_EMAIL", "test@localhost")
-    env.setdefault("GIT_COMMITTER_NAME", "test")
-    env.setdefault("GIT_COMMITTER_EMAIL", "test@localhost")
-    env.update(extra)
-    return env
-
-
-def copy_project(dest: Path) -> Path:
-    """Copy the project's tracked layout (code, pipeline, params, DVC config) into `dest`, without outputs."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("src", "bin", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 @pytest.fixture(scope="session")

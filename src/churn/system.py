@@ -82,18 +82,6 @@ def dvc(
     return run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, check=check)
 
 
-def started_since_boot(pid: int | str = "self") -> float | None:
-    """When a process started, in seconds since boot (CLOCK_BOOTTIME, 10 ms resolution), from /proc.
-
-    Not psutil's create_time(): that adds /proc/stat's boot time, truncated to whole seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def caller_process() -> tuple[int, float] | None:
     """The process that stands for this one: when a fork server ran this process on behalf of a client
     (it sets WARMFORK_CALLER=<client pid>:<client start since boot>:<this pid>), that client's pid and
@@ -106,9 +94,13 @@ def caller_process() -> tuple[int, float] | None:
 
 
 def process_age() -> float | None:
-    """Seconds since this process (or, under a fork server, its client) started; None if unknown."""
-    import time
-
-    origin = caller_process()
-    started = origin[1] if origin and origin[1] > 0 else started_since_boot()
-    return None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    """Seconds since this process (or, under a fork server, its client) started; None off Linux."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        origin = caller_process()
+        if origin:
+            return uptime - origin[1]
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -7,10 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from churn.tools.generate import write_csv
-from tests.conftest import copy_project, project_env
+from churn.tools import sandbox
+from tests.conftest import project_env
 
 PYTHON = sys.executable
 DVC = [PYTHON, "-m", "dvc"]
@@ -27,30 +25,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
 
 
 def make_repo(root: Path, rows: int = 600, params: dict | None = None, raw: Path | None = None) -> Path:
-    """A git repository holding the project, with DVC initialised and a raw CSV tracked by DVC.
-
-    `params` entries are merged into params.yaml block by block; `raw` replaces the generated sample.
-    """
-    copy_project(root)
-    settings = yaml.safe_load((root / "params.yaml").read_text())
-    settings["train"]["cv_folds"] = 3
-    for block, values in (params or {}).items():
-        settings[block].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    raw_path = root / settings["data"]["raw_path"]
-    raw_path.parent.mkdir(parents=True, exist_ok=True)
-    if raw is None:
-        write_csv(rows, 42, raw_path, progress=False)
-    else:
-        raw_path.write_bytes(raw.read_bytes())
-    run(["git", "init", "-q", "-b", "main"], root)
-    run([*DVC, "init", "-q"], root)
-    run([*DVC, "config", "core.analytics", "false"], root)  # as the project's .dvc/config
-    run([*DVC, "remote", "add", "-d", "local", "../dvc-storage"], root)
-    run([*DVC, "add", "-q", settings["data"]["raw_path"]], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "project"], root)
-    return root
+    """churn.tools.sandbox's repository, with 3 cross-validation folds (faster) unless `params` says otherwise."""
+    params = dict(params or {})
+    params["train"] = {"cv_folds": 3, **params.get("train", {})}
+    return sandbox.make_repo(root, rows, params, raw)
 
 
 def reproduce(root: Path, env: dict[str, str] | None = None, commit: bool = True) -> None:
