@@ -29,14 +29,15 @@ data: setup ## obtain the raw data: DVC remote, else regenerate the sample and c
 init: setup ## create the MLflow store and experiment once, before anything runs in parallel
 	$(BIN)/python -m churn.tools.store init
 
-run: data init ## the main job: setup, data, tracking store, `dvc repro`, summary
+run: data init ## the main job: setup, data, tracking store, `dvc repro`, registry check, summary
 	$(BIN)/dvc repro
+	@$(BIN)/python -m churn.tools.registry sync
 	@$(BIN)/python -m churn.tools.store summary
 
 test: setup ## run every test (unit, stages, integration)
 	$(BIN)/python -m pytest
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check: the checks the git hooks run (make hooks) on every file
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
@@ -65,29 +66,56 @@ sweep: init ## queue every family's grid from params `sweep` as DVC experiments 
 compare: setup ## rank experiments (DVC + MLflow), sync dvc.exp_rev tags, write reports/compare.html
 	$(BIN)/python -m churn.tools.compare
 
+# --- Teamwork: share experiments, a review report, the model as a DVC artifact, git hooks -------
+.PHONY: share fetch report artifact hooks
+EXP ?=
+GIT_REMOTE ?= origin
+BASE ?= main
+VERSION ?= champion
+REV ?= HEAD
+
+share: ## make share EXP=name: its git refs to GIT_REMOTE (origin), its outputs to the DVC remote
+	@test -n "$(EXP)" || { echo "usage: make share EXP=<experiment> (bin/dvc exp list names them)" >&2; exit 2; }
+	$(BIN)/dvc exp push $(GIT_REMOTE) $(EXP)
+
+fetch: ## make fetch EXP=name: a teammate's experiment, listed beside yours (then bin/dvc exp apply name)
+	@test -n "$(EXP)" || { echo "usage: make fetch EXP=<experiment> (bin/dvc exp list $(GIT_REMOTE) names them)" >&2; exit 2; }
+	$(BIN)/dvc exp pull $(GIT_REMOTE) $(EXP)
+	$(BIN)/dvc exp show --no-pager --only-changed
+
+report: setup ## reports/review.md: params, metrics, champion, plots against BASE (main)
+	$(BIN)/python -m churn.tools.review --base '$(BASE)'
+
+artifact: ## tag registry VERSION (champion) as DVC artifact version churn-model@vN.0.0 at REV (HEAD)
+	$(BIN)/python -m churn.tools.artifact tag '$(VERSION)' --rev '$(REV)'
+
+hooks: setup ## install the git hooks of .pre-commit-config.yaml (ruff; dvc status, dvc push, dvc checkout)
+	$(BIN)/pre-commit install
+
 # --- Tuning: an Optuna study on the train split's CV, tracked in MLflow, applied through DVC -----
 .PHONY: tune
 TRIALS ?=
 TIMEOUT ?=
 STORAGE ?=
+WORKERS ?=
 APPLY ?=
 
-tune: init ## Optuna study (needs `make run` first): make tune [TRIALS=n] [TIMEOUT=s] [STORAGE=url] [APPLY=1]
-	$(BIN)/python -m churn.tools.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
-		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1 yes true,$(APPLY)),--apply)
+# bin/py: the stages' OpenBLAS kernel, so trials score exactly as train does, on any host.
+tune: init ## Optuna study (after `make run`): make tune [TRIALS=n] [TIMEOUT=s] [STORAGE=url [WORKERS=n]] [APPLY=1]
+	bin/py -m churn.tools.tune $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(WORKERS),--workers $(WORKERS)) \
+		$(if $(filter 1 yes true,$(APPLY)),--apply)
 
 # --- Registry, serving, batch scoring --------------------------------------------------------
 .PHONY: registry serve
 PORT ?= 5001
+MAX_REQUEST_MB ?= 10
 
 registry: ## list the registry's versions with aliases and metrics (python -m churn.tools.registry --help)
 	$(BIN)/python -m churn.tools.registry list
 
-serve: ## serve the champion with `mlflow models serve` on http://127.0.0.1:5001/invocations (PORT=...)
-	@uri="$$($(BIN)/python -m churn.tools.registry uri)" && store="$$($(BIN)/python -m churn.tools.store uri)" && \
-	echo "serving $$uri on http://127.0.0.1:$(PORT)/invocations" && \
-	MLFLOW_TRACKING_URI="$$store" exec $(BIN)/mlflow models serve -m "$$uri" --env-manager local \
-		--host 127.0.0.1 --port $(PORT)
+serve: ## serve the champion on http://127.0.0.1:5001/invocations: probability and label per row (PORT=, MAX_REQUEST_MB=)
+	exec $(BIN)/python -m churn.tools.serve --host 127.0.0.1 --port $(PORT) --max-request-mb $(MAX_REQUEST_MB)
 
 # --- Benchmarks: not tests; each figure a ratio against a baseline measured in the same run ---
 .PHONY: bench

@@ -21,15 +21,17 @@ from pathlib import Path
 import psutil
 
 from churn.config import Params, load_params
+from churn.core import quality
 from churn.core.evaluation import classification_metrics, classification_report, confusion, pr_points, roc_points
 from churn.core.features import build_preprocessor, raw_feature_importance, transform
 from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.core.plots import confusion_matrix_figure, curve_figure, feature_importance_figure
-from churn.core.schema import split, validate_and_clean
+from churn.core.schema import split, target_labels, validate_and_clean
 from churn.pipeline.files import read_raw, write_csv_rows, write_figure, write_json, write_parquet, write_pickle
 from churn.pipeline.paths import (
     CONFUSION,
     CV_METRICS,
+    DATA_QUALITY,
     DECISION,
     FEATURES_TEST,
     FEATURES_TRAIN,
@@ -91,10 +93,18 @@ def run(params: Params, out: Path, clock: Clock) -> dict[str, float]:
     with clock("prepare", "compute"):
         raw = read_raw(data.raw_path, data)
         clean = validate_and_clean(raw, data, data.raw_path)
+        labels, identity = target_labels(raw[target], data, data.raw_path), [*data.features, target]
+        repeats = quality.duplicated(clean, identity)
+        dropped = int(repeats.sum()) if params.prepare.drop_duplicates else 0
+        if dropped:
+            clean = clean.loc[~repeats.to_numpy()].reset_index(drop=True)
         train, test = split(clean, target, params.prepare.test_size, params.prepare.seed)
+        blank = len(raw) - len(clean) - dropped
+        report = quality.report(len(raw), blank, int(repeats.sum()), dropped, train, test, identity, target, labels)
     with clock("prepare", "write"):
         write_parquet(train, dest(PREPARED_TRAIN))
         write_parquet(test, dest(PREPARED_TEST))
+        write_json(report, dest(DATA_QUALITY))
 
     with clock("featurize", "compute"):
         preprocessor = build_preprocessor(data, params.featurize).fit(train)

@@ -1,6 +1,6 @@
-"""Benchmarks: pipeline overhead against one-process compute, scaling, no-op repro, sweeps, fresh setup.
+"""Benchmarks: pipeline overhead against one-process compute, scaling, no-op repro, sweeps, tuning, fresh setup.
 
-    python -m bench.run [--large] [--only overhead,noop,scaling,sweeps,setup] [--repeats 3] [--name NAME]
+    python -m bench.run [--large] [--only overhead,noop,scaling,sweeps,tune,setup] [--repeats 3] [--name NAME]
 
 Run from the repository root (`make bench`). Each section works in temporary repositories under bench/work/
 (removed afterwards) and compares against a baseline measured in the same run, because this machine is
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -36,7 +38,7 @@ log = logging.getLogger("bench")
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench" / "work"
 RESULTS = PROJECT / "bench" / "results"
-SECTIONS = ("overhead", "noop", "scaling", "sweeps", "setup")
+SECTIONS = ("overhead", "noop", "scaling", "sweeps", "tune", "setup")
 SIZES = (10_000, 100_000, 1_000_000)
 LARGE = 10_000_000
 SWEEP = "model.C=0.01,0.1,1,10"
@@ -52,6 +54,7 @@ NOOP_MAX = 1.2
 PER_ROW_MAX = 1.1
 LARGE_MEMORY_MAX_GIB = 24.0
 SWEEP_SPEEDUP_MIN = 1.6
+TUNE_SPEEDUP_MIN = 1.6
 COLD_SETUP_MAX_S = 120.0
 
 
@@ -533,6 +536,192 @@ def sweeps(b: Bench) -> dict:
     return {"runs": runs, "wall_s": wall, "speedup": speedup, "span_s": span, "rows": rows}
 
 
+# --- tune ---------------------------------------------------------------------------------------
+
+# The same trials in every run: this many values of model.C, drawn once (log-uniform over tune.space, seeded with
+# tune.seed) and queued in each new study, which workers run before sampling any. No pruning.
+TUNE_TRIALS = 30
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL role that may create databases: CHURN_BENCH_POSTGRES_URI (or .ci/run's
+    CHURN_TEST_POSTGRES_URI), else a throwaway cluster from the installed binaries, on loopback, for the block."""
+    import secrets
+    import socket
+
+    if uri := os.environ.get("CHURN_BENCH_POSTGRES_URI") or os.environ.get("CHURN_TEST_POSTGRES_URI"):
+        yield uri
+        return
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        raise BenchError("no PostgreSQL: install postgresql-15, or set CHURN_BENCH_POSTGRES_URI to a server's URI")
+    bindir = Path(initdb).parent
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-", dir="/tmp"))
+    token = secrets.token_hex(16)
+    (root / "pw").write_text(token + "\n")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        import pwd
+
+        names = {user.pw_name for user in pwd.getpwall()}
+        owner = pwd.getpwnam("postgres" if "postgres" in names else "nobody")
+        for path in (root, root / "pw"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", owner.pw_name, "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data, pg_ctl = root / "data", [*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data")]
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+    init = [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "bench", f"--pwfile={root / 'pw'}"]
+    init += ["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"]
+    try:
+        run(init, root)
+        run([*pg_ctl, "start", "-l", str(root / "log"), "-w", "-o", options], root)
+        yield f"postgresql+psycopg2://bench:{token}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "stop", "-m", "fast"], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def new_database(server: str, name: str) -> Iterator[str]:
+    """An empty database `name` on the server for the block (dropped afterwards), as a SQLAlchemy URI."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+
+    def execute(statement: str) -> None:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(statement))
+
+    execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+BUSY_LOOP = "import time; t = time.perf_counter(); sum(i * i for i in range(25 * 10**6)); print(time.perf_counter()-t)"
+
+
+def cpu_parallelism() -> float:
+    """How much more CPU two processes get than one, now: a busy loop alone, then two at once (2.0 on two idle
+    cores). On a shared machine the tuning ratio cannot exceed it."""
+    alone = float(subprocess.run([sys.executable, "-c", BUSY_LOOP], capture_output=True, text=True).stdout)
+    pair = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    together = max(float(proc.communicate()[0]) for proc in pair)
+    return 2 * alone / together
+
+
+def queued_trials(settings: dict) -> list[dict]:
+    """TUNE_TRIALS parameter sets of logistic regression, from tune.space and tune.seed."""
+    import math
+    import random
+
+    bounds = settings["tune"]["space"]["logistic_regression"]["C"]
+    rng = random.Random(settings["tune"]["seed"])
+    low, high = math.log(bounds["low"]), math.log(bounds["high"])
+    return [{"model.C": math.exp(rng.uniform(low, high))} for _ in range(TUNE_TRIALS)]
+
+
+def tune_once(root: Path, storage: str, workers: int, queued: list[dict], env: dict[str, str]) -> dict:
+    """`make tune WORKERS=n` on a new study holding the queued trials: its wall time and its trials' throughput
+    (from the first trial's start to the last one's end, Optuna's timestamps)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name="bench", direction="maximize")
+    for params in queued:
+        study.enqueue_trial(params)
+    command = [str(root / "bin" / "py"), "-m", "churn.tools.tune", "--no-progress", "--trials", str(len(queued))]
+    load = os.getloadavg()[0]
+    wall, _ = run([*command, "--storage", storage, "--workers", str(workers)], root, env)
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(done) < len(queued):
+        raise BenchError(f"{workers} workers completed {len(done)} of {len(queued)} trials")
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    log.info("tune, %d workers: %d trials in %.1f s (command %.1f s)", workers, len(done), span, wall)
+    return {
+        "workers": workers,
+        "wall_s": wall,
+        "trials": len(done),
+        "span_s": span,
+        "per_minute": len(done) / span * 60,
+        "trial_s": median([(t.datetime_complete - t.datetime_start).total_seconds() for t in done]),
+        "load_before": round(load, 2),
+        "params": sorted(t.params["model.C"] for t in done),
+    }
+
+
+def tune(b: Bench) -> dict:
+    order = (1, 2, 2, 1) if b.repeats >= 2 else (1, 2)
+    heading(
+        f"tune: make tune WORKERS=2 against WORKERS=1, the same {TUNE_TRIALS} trials on a new PostgreSQL study each "
+        f"time, MLflow on PostgreSQL too, in the order {', '.join(map(str, order))} workers"
+    )
+    rows = project_params()["generate"]["rows"]
+    root = b.repo("tune", rows)
+    settings = yaml.safe_load((root / "params.yaml").read_text())
+    pruner = {"n_startup_trials": TUNE_TRIALS, "n_warmup_steps": 0}
+    settings["tune"].update(family="logistic_regression", study_name="bench", pruner=pruner)
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    dvc(root, "repro", "featurize")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "featurized"], root)
+    queued = queued_trials(settings)
+    runs = []
+    cpu = [cpu_parallelism()]
+    # MLflow on the same server, as a team has it behind its tracking server: the repository's sqlite store
+    # takes one writer at a time, and two workers would wait for each other's commits.
+    with postgres_server() as server, new_database(server, "bench_tune_mlflow") as tracking:
+        env = project_env(MLFLOW_TRACKING_URI=tracking)
+        run([str(root / "bin" / "py"), "-m", "churn.tools.store", "init"], root, env)
+        for i, workers in enumerate(order):
+            with new_database(server, f"bench_tune_{i}") as storage:
+                runs.append(tune_once(root, storage, workers, queued, env))
+    cpu.append(cpu_parallelism())
+    shutil.rmtree(root, ignore_errors=True)
+    b.repos.pop("tune", None)
+
+    if any(r["params"] != runs[0]["params"] for r in runs):
+        raise BenchError("the runs scored different trials")
+    for r in runs:
+        print(
+            f"  {r['workers']} worker(s): {r['trials']} trials in {r['span_s']:.1f} s from the first trial's start to "
+            f"the last one's end = {r['per_minute']:.1f} trials/min (median trial {r['trial_s']:.2f} s); whole "
+            f"command {r['wall_s']:.1f} s (load average before {r['load_before']:.1f})"
+        )
+    rate = {n: median([r["per_minute"] for r in runs if r["workers"] == n]) for n in (1, 2)}
+    wall = {n: median([r["wall_s"] for r in runs if r["workers"] == n]) for n in (1, 2)}
+    speedup = rate[2] / rate[1]
+    b.figure(
+        "tuning throughput, 2 workers / 1 (trials per minute, one PostgreSQL study)",
+        speedup,
+        f"{speedup:.2f}x ({rate[2]:.1f} / {rate[1]:.1f} trials/min, median of {len(order) // 2})",
+        f">= {TUNE_SPEEDUP_MIN}",
+        speedup >= TUNE_SPEEDUP_MIN,
+    )
+    b.figure(
+        "CPU two processes get / one, a busy loop before and after (2.0 on two idle cores)",
+        median(cpu),
+        f"{cpu[0]:.2f}x before, {cpu[1]:.2f}x after",
+        None,
+        None,
+    )
+    b.figure(
+        "make tune wall time, 1 worker / 2 (with start-up, data, MLflow, plots)",
+        wall[1] / wall[2],
+        f"{wall[1] / wall[2]:.2f}x ({wall[1]:.1f} s / {wall[2]:.1f} s)",
+        None,
+        None,
+    )
+    return {"runs": runs, "per_minute": rate, "wall_s": wall, "speedup": speedup, "cpu_parallelism": cpu, "rows": rows}
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 
@@ -615,17 +804,29 @@ def machine() -> dict:
     }
 
 
-SECTION_RUNNERS = {"overhead": overhead, "noop": noop, "scaling": scaling, "sweeps": sweeps, "setup": setup}
+SECTION_RUNNERS = {
+    "overhead": overhead,
+    "noop": noop,
+    "scaling": scaling,
+    "sweeps": sweeps,
+    "tune": tune,
+    "setup": setup,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help=f"add {LARGE:,} rows to the scaling section")
+    parser.add_argument("--huge", action="store_true", help="only the large-data path: 10M, 100M rows")
     parser.add_argument("--only", help=f"comma-separated sections (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions in overhead (default 3)")
     parser.add_argument("--name", help="results file name (default: bench-<date>-<time>)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary repositories under bench/work/")
     args = parser.parse_args(argv)
+    if args.huge:  # its own module: an hour or more, and no section of the default run
+        from bench.huge import main as huge
+
+        return huge([*(["--name", args.name] if args.name else []), *(["--keep"] if args.keep else [])])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     sections = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [s for s in sections if s not in SECTIONS]

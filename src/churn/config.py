@@ -1,5 +1,6 @@
 """params.yaml -> typed, validated, immutable objects (pydantic v2). No hidden defaults: every key a stage reads
-must be present (only a threshold, a sweep and a search space have optional parts).
+must be present (only a threshold, a sweep, a search space and the raw file's encoding and separator have
+optional parts).
 
 The file is read as DVC reads it (ruamel.yaml's safe loader, YAML 1.2: `yes` stays the string "yes"), so the code
 sees the values `dvc params diff` shows. Every problem is one line naming the file, the dotted key, the value and
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -115,6 +117,31 @@ class _Block(BaseModel):
         return raw
 
 
+def _known_encoding(value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError("not an encoding") from None
+    return value
+
+
+def _plain_separator(value: str) -> str:
+    if value in '"\r\n':
+        raise ValueError("a quote or a newline")
+    return value
+
+
+Encoding = _expect(
+    Annotated[_Text, AfterValidator(_known_encoding)], "a text encoding Python knows, such as utf-8, latin-1 or cp1252"
+)
+Separator = _expect(
+    Annotated[str, Field(strict=True, min_length=1, max_length=1), AfterValidator(_plain_separator)],
+    "one character such as ',', ';' or a tab, not a quote or a newline",
+)
+
+
 class DataParams(_Block):
     raw_path: Text
     id_columns: Columns
@@ -122,6 +149,9 @@ class DataParams(_Block):
     categorical: Columns
     target: Text
     positive_label: _expect(_Bool | _Int | _Float | str, "a scalar label such as 1 or Yes")
+    # How the raw CSV (and a CSV given to churn.tools.predict) is written; optional, like pandas' defaults.
+    encoding: Encoding = "utf-8"
+    separator: Separator = ","
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -150,6 +180,28 @@ class GenerateParams(_Block):
 class PrepareParams(_Block):
     test_size: Fraction
     seed: Seed
+    drop_duplicates: Flag
+    warn_share: _expect(Annotated[_Float, Field(ge=0, le=1)], "a number in [0, 1]")
+
+
+class ResourcesParams(_Block):
+    """The large-data path, beside the default one: which tables stream, in batches of how many rows, when
+    xgboost trains from external memory, and a Dask cluster to train on."""
+
+    streaming_rows: _at_least(0)  # a stage whose input has more rows than this streams it (0: always)
+    batch_rows: Count
+    external_memory_rows: _at_least(0)  # train splits past this: xgboost from external memory
+    cv_sample_rows: _at_least(2)  # past external_memory_rows, CV runs on a stratified sample of this many
+    dask_scheduler: _expect(  # empty (or null): DASK_SCHEDULER_ADDRESS if set, else no Dask
+        Annotated[str, StringConstraints(strict=True, strip_whitespace=True), _null_as("")],
+        "a Dask scheduler address such as tcp://host:8786 (empty for none)",
+    )
+
+    def scheduler(self) -> str:
+        """The Dask scheduler to use: this block's, else DASK_SCHEDULER_ADDRESS, else "" (no Dask)."""
+        import os
+
+        return self.dask_scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS", "").strip()
 
 
 class FeaturizeParams(_Block):
@@ -251,6 +303,7 @@ class RegisterParams(_Block):
     model_name: Text
     thresholds: dict[str, Threshold]  # metric -> gate
     min_improvement: NonNegative
+    allow_other_data: Flag  # compare with a champion trained on other data (another data.md5)
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -394,6 +447,7 @@ with warnings.catch_warnings():
         sweep: SweepParams
         compare: CompareParams
         tune: TuneParams
+        resources: ResourcesParams
 
         @field_validator("tune")
         @classmethod

@@ -309,8 +309,9 @@ def committed_secrets(path: Path, root: Path = REPO) -> list[str]:
         return []  # binary
     found = []
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        # `${VAR:?set VAR}` is compose/shell syntax; its text after the `:` is not a value. Blank it first.
-        line = re.sub(r"\$\{[^}]*\}", "${}", line)
+        # `${VAR:?set VAR}` is compose/shell syntax; its text after the `:` is not a value. Blank it first,
+        # and GitHub Actions' `${{ secrets.NAME }}` (a reference to the repository's secrets) too.
+        line = re.sub(r"\$\{\{[^}]*\}\}|\$\{[^}]*\}", "${}", line)
         for match in ASSIGNMENT.finditer(line):
             if not placeholder(match[2]):
                 # The value itself is not reported: a real secret must not end up in test logs.

@@ -97,9 +97,9 @@ def problem(segment: list[str]) -> str | None:
     program = segment[0]
     if program == ".venv/bin/dvc":
         return "spell DVC as bin/dvc (its queue workers need the venv on PATH)"
-    if program in PROGRAMS or program.startswith(".venv/bin/"):
+    if program in PROGRAMS or program.startswith(".venv/bin/") or segment[:2] == ["docker", "compose"]:
         return None
-    return f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd or curl"
+    return f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd, curl or docker compose"
 
 
 README_BLOCKS = shell_blocks(README.read_text())

@@ -321,9 +321,10 @@ def test_make_serve_answers_with_the_batch_scores(repo, scored_csv):
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = json.loads(response.read())["predictions"]
-        served = [p[1] for p in predictions]
+        served = [p["churn_probability"] for p in predictions]
         assert len(served) == len(scored_csv)
         assert max(abs(a - b) for a, b in zip(served, scored_csv["churn_probability"], strict=True)) < 1e-9
+        assert [p["churn_label"] for p in predictions] == scored_csv["churn_label"].tolist()  # 0/1, as in the table
         assert "127.0.0.1" in log.read_text()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

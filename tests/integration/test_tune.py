@@ -1,16 +1,15 @@
 """`python -m churn.tools.tune` in a temporary git+DVC repository: a study continued across runs, tracked in MLflow,
-applied as a DVC experiment, shared by two workers on a real PostgreSQL."""
+applied as a DVC experiment, run by two local workers (`--workers 2`) on a real PostgreSQL. Workers in several
+clones, one of them killed, are in test_tune_workers.py."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 
 import optuna
 import pytest
 
 from churn.tracking.store import redact
-from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, run
 from tests.integration.services import postgres_database
 
@@ -46,7 +45,7 @@ def check_trials_match_mlflow(study: optuna.Study, trials) -> None:
     for trial in study.trials:
         logged = by_number[trial.number]
         assert logged.data.tags["optuna.state"] == trial.state.name
-        assert logged.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
+        assert logged.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[trial.state.name]
         assert logged.data.params["model.C"] == str(trial.params["model.C"])
         assert "fold_roc_auc" in logged.data.metrics  # fold scores (steps 0..), also for pruned trials
         if trial.state.name == "COMPLETE":
@@ -149,28 +148,39 @@ def postgres_url(postgres_server):
 
 
 @pytest.mark.postgres
-def test_two_workers_share_one_study_on_postgresql(repo, postgres_url):
-    command = [*TUNE, "--storage", postgres_url, "--study", "shared", "--trials", "10"]
-    workers = [
-        subprocess.Popen(
-            command, cwd=repo, env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+def test_two_local_workers_share_one_run_of_one_study_on_postgresql(repo, postgres_url):
+    """`--workers 2`: two processes on one study, which between them add the requested trials."""
+    command = [*TUNE, "--storage", postgres_url, "--study", "shared", "--trials", "20", "--workers", "2"]
+    result = run(command, repo, timeout=600)
 
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(20))  # no duplicate trial numbers
+    assert sorted(numbers) == list(range(len(numbers))), "no duplicate or missing trial numbers"
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    # Workers stop once the study has the trials asked for, counting those running: at most one more when
+    # both ask for a trial at the same moment.
+    assert 20 <= len(finished) <= 21, result.stderr[-3000:]
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
     proposals = [t.params["model.C"] for t in study.trials]
-    assert len(set(proposals)) == 20, "workers proposed the same parameters (sampler seeded per trial)"
+    assert len(set(proposals)) == len(proposals), "workers proposed the same parameters (sampler seeded per trial)"
 
     parents, trials = study_runs(repo, "shared")
     assert len(parents) == 1, "both workers log under one parent run"
+    assert parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["optuna.storage"] == redact(postgres_url)
     assert "***" in redact(postgres_url)
     check_trials_match_mlflow(study, trials)
-    assert len({r.data.tags["optuna.worker"] for r in trials}) == 2, "both workers ran trials"
+    workers = {(r.data.tags["optuna.worker.host"], r.data.tags["optuna.worker.pid"]) for r in trials}
+    assert len(workers) == 2, "both workers ran trials"
+    assert {r.data.tags["optuna.worker"] for r in trials} == {f"{host}:{pid}" for host, pid in workers}
+    best = json.loads((repo / "tune" / "best_params.json").read_text())
+    assert (best["study"], best["trial"], best["value"]) == ("shared", study.best_trial.number, study.best_value)
+
+
+def test_workers_need_a_database_server(repo):
+    result = run([*TUNE, "--trials", "2", "--workers", "2"], repo, check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: --workers 2 needs a study on a database server, not sqlite:///")
+    assert "STORAGE=postgresql+psycopg2://" in errors[0]

@@ -136,6 +136,14 @@ def _set(raw: dict, dotted: str, value) -> None:
         ("tune.metric", "auc"),
         ("tune.family", "svm"),
         ("tune.pruner.n_warmup_steps", -1),
+        ("data.encoding", "klingon"),
+        ("data.encoding", ""),
+        ("data.separator", ";;"),
+        ("data.separator", '"'),
+        ("data.separator", 1),
+        ("prepare.drop_duplicates", "yes"),
+        ("prepare.warn_share", 2),
+        ("prepare.warn_share", -0.1),
     ],
 )
 def test_invalid_value_names_the_dotted_key(params_raw, key, value):
@@ -147,6 +155,14 @@ def test_invalid_value_names_the_dotted_key(params_raw, key, value):
     assert message.startswith(f"params.yaml: {key} must be ")
     assert message.endswith(f", got {value!r}")  # the value seen, so the user knows what to change
     assert "\n" not in message
+
+
+def test_the_raw_files_encoding_and_separator_are_optional(params_raw):
+    del params_raw["data"]["encoding"], params_raw["data"]["separator"]
+    data = parse_params(params_raw).data
+    assert (data.encoding, data.separator) == ("utf-8", ",")
+    params_raw["data"]["separator"] = "\t"
+    assert parse_params(params_raw).data.separator == "\t"
 
 
 def test_unknown_key_is_one_line_listing_the_known_keys(params_raw):
@@ -246,7 +262,8 @@ def test_bad_gate_names_the_metric(params_raw, gate, key, words):
 
 
 def test_gate_is_data_for_mlflow():
-    register = RegisterParams(model_name="m", thresholds={"brier": {"max": 0.2}, "f1": {"min": 1}}, min_improvement=0)
+    gates = {"brier": {"max": 0.2}, "f1": {"min": 1}}
+    register = RegisterParams(model_name="m", thresholds=gates, min_improvement=0, allow_other_data=False)
     assert register.thresholds["f1"] == Threshold(min=1.0)
     assert [(t.value, t.greater_is_better) for t in register.thresholds.values()] == [(0.2, False), (1.0, True)]
     assert register.model_dump()["thresholds"]["brier"] == {"min": None, "max": 0.2}

@@ -178,6 +178,67 @@ def test_read_raw_missing_file_names_path(tmp_path, schema):
     assert caught.value.path == str(path)
 
 
+def _bytes(tmp_path, data: bytes):
+    path = tmp_path / "tiny.csv"
+    path.write_bytes(data)
+    return path
+
+
+def _error(path, schema) -> str:
+    with pytest.raises(DataError) as caught:
+        read_raw(path, schema)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    return message
+
+
+def test_a_byte_of_another_encoding_names_line_column_and_the_key(tmp_path, schema):
+    path = _bytes(tmp_path, HEADER.encode() + b"C1,30,20.5,basic,0,1,x\nC2,41,,pr\xe9,1,0,y\n")
+    message = _error(path, schema)
+    assert "line 3, column 'plan': byte 0xe9 is not valid utf-8" in message
+    assert "set data.encoding" in message and "latin-1" in message
+    latin = read_raw(path, schema.model_copy(update={"encoding": "latin-1"}))
+    assert latin["plan"].tolist() == ["basic", "pr\u00e9"]
+
+
+def test_a_byte_of_another_encoding_in_the_header(tmp_path, schema):
+    path = _bytes(tmp_path, HEADER.replace("unused", "\u00e9t\u00e9").encode("latin-1") + b"C1,30,20.5,basic,0,1,x\n")
+    assert "line 1 (the header): byte 0xe9 is not valid utf-8" in _error(path, schema)
+
+
+def test_another_separator_is_named_with_the_key_that_fixes_it(tmp_path, schema):
+    path = _csv(tmp_path, HEADER.replace(",", ";") + "C1;30;20,5;basic;0;1;x\n")
+    message = _error(path, schema)
+    assert 'looks ";"-separated' in message and 'set data.separator: ";"' in message
+    frame = read_raw(path, schema.model_copy(update={"separator": ";"}))
+    assert frame["charges"].tolist() == ["20,5"]
+
+
+def test_a_repeated_column_is_refused(tmp_path, schema):
+    path = _csv(tmp_path, HEADER.replace("unused", "age") + "C1,30,20.5,basic,0,1,31\n")
+    assert "column 'age' appears 2 times in the header (fields [2, 7])" in _error(path, schema)
+
+
+def test_a_ragged_row_names_its_line(tmp_path, schema):
+    path = _csv(tmp_path, HEADER + "C1,30,20.5,basic,0,1,x\nC2,41,1,pro,1,0,y,extra\n")
+    assert "line 3: 8 fields where the header has 7" in _error(path, schema)
+
+
+def test_an_unclosed_quote_names_its_line(tmp_path, schema):
+    path = _csv(tmp_path, HEADER + 'C1,30,20.5,"basic,0,1,x\nC2,41,1,pro,1,0,y\n')
+    assert "line 2: " in (message := _error(path, schema)) and "unclosed quote" in message
+
+
+def test_spaces_around_a_column_name_are_pointed_out(tmp_path, schema):
+    path = _csv(tmp_path, HEADER.replace("age", " age") + "C1,30,20.5,basic,0,1,x\n")
+    assert "missing column 'age' declared in params.yaml data block (the header has ' age'" in _error(path, schema)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path, schema):
+    path = _bytes(tmp_path, b"\xef\xbb\xbf" + (HEADER + "C1,30,20.5,basic,0,1,x\n").encode())
+    assert read_raw(path, schema)["customer_id"].tolist() == ["C1"]
+
+
 # --- split ---------------------------------------------------------------------------------------
 
 

@@ -61,6 +61,8 @@ def test_generated_table_gets_each_role(table):
         "categorical": ["plan"],
         "target": "churn",
         "positive_label": 1,
+        "encoding": "utf-8",
+        "separator": ",",
     }
 
 
@@ -151,11 +153,23 @@ def test_no_feature_left_is_an_error():
         propose(frame)
 
 
-def test_semicolon_file_is_refused_with_the_fix(tmp_path):
+def test_semicolon_file_is_read_with_its_separator(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id;plan;churn\n1;basic;0\n2;pro;1\n")
-    with pytest.raises(DataError, match=r"separated by ';'.*sep=';'"):
-        read_table(path)
+    assert read_table(path).to_dict("list") == {"id": ["1", "2"], "plan": ["basic", "pro"], "churn": ["0", "1"]}
+
+
+def test_block_carries_the_separator_and_encoding(table, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = table.assign(plan=table["plan"].replace("pro", "pr\u00f6")).to_csv(index=False, sep=";")
+    (tmp_path / "t.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(SystemExit):
+        main(["t.csv"])
+    assert "not utf-8 text; pass --encoding" in capsys.readouterr().err
+    main(["t.csv", "--encoding", "latin-1"])
+    out = capsys.readouterr().out
+    assert '  encoding: latin-1\n  separator: ";"\n' in out
+    assert "pr\u00f6" not in out  # the plan is a category; its values are not in the block
 
 
 def test_read_table_keeps_text_and_blanks(tmp_path):

@@ -3,12 +3,24 @@ of `churn.tools.reproduce`."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from churn.config import parse_params
 from churn.errors import ChurnError, DataError
-from churn.tools.predict import check_columns, clean_features, output_columns, read_table, write_table
+from churn.tools.predict import (
+    check_columns,
+    clean_features,
+    output_columns,
+    read_table,
+    score,
+    scoring_of,
+    spelled,
+    write_table,
+)
 from churn.tools.reproduce import largest_difference
 
 NUMERICAL = ["age", "total_charges"]
@@ -78,6 +90,67 @@ def test_unsupported_suffix_and_missing_file_are_one_line(tmp_path):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "out.xlsx")
     with pytest.raises(DataError, match="file not found"):
         read_table(tmp_path / "absent.csv")
+
+
+def test_a_file_without_rows_is_one_line(tmp_path):
+    (tmp_path / "header.csv").write_text("customer_id,age\n")
+    (tmp_path / "empty.csv").write_text("")
+    pd.DataFrame({"age": pd.Series([], dtype="float64")}).to_parquet(tmp_path / "empty.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="no data rows below the header"):
+        read_table(tmp_path / "header.csv")
+    with pytest.raises(DataError, match="file is empty"):
+        read_table(tmp_path / "empty.csv")
+    with pytest.raises(DataError, match="no rows to score"):
+        read_table(tmp_path / "empty.parquet")
+    with pytest.raises(DataError, match=r"cannot read as parquet \("):
+        read_table(tmp_path / "broken.parquet")
+
+
+def test_a_csv_is_read_with_the_data_blocks_encoding_and_separator(tmp_path):
+    (tmp_path / "in.csv").write_bytes("customer_id;city\n007;Z\u00fcrich\n".encode("latin-1"))
+    with pytest.raises(DataError, match='looks ";"-separated'):
+        read_table(tmp_path / "in.csv")
+    with pytest.raises(DataError, match="line 2, column 'city': byte 0xfc is not valid utf-8"):
+        read_table(tmp_path / "in.csv", "utf-8", ";")
+    assert read_table(tmp_path / "in.csv", "latin-1", ";")["city"].tolist() == ["Z\u00fcrich"]
+
+
+class FakeModel:
+    """A pyfunc model's surface: metadata, and predict giving [p_negative, p_positive] per row."""
+
+    def __init__(self, metadata: dict | None) -> None:
+        self.metadata = SimpleNamespace(metadata=metadata, get_input_schema=lambda: None)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        positive = features["age"].to_numpy() / 100
+        return np.column_stack([1 - positive, positive])
+
+
+def test_labels_are_spelled_as_the_table_spells_them():
+    assert spelled(["0", "1"]) == (0, 1)
+    assert spelled(["No", "Yes"]) == ("No", "Yes")
+    assert spelled(["good", "bad"]) == ("good", "bad")
+    assert spelled(["0.0", "1.0"]) == ("0.0", "1.0")
+
+
+def test_scores_carry_the_models_labels_and_threshold(params_raw):
+    params = parse_params(params_raw)
+    metadata = {"numerical": ["age"], "categorical": [], "target": "Churn", "labels": ["No", "Yes"], "threshold": 0.3}
+    model = FakeModel(metadata)
+    scoring = scoring_of(model, params)
+    assert (scoring.target, scoring.labels, scoring.threshold) == ("Churn", ("No", "Yes"), 0.3)
+    features = pd.DataFrame({"age": [10.0, 30.0, 90.0]})
+    scored = score(features, pd.DataFrame({"id": ["a", "b", "c"]}), model, scoring)
+    assert scored.columns.tolist() == ["id", "Churn_probability", "Churn_label"]
+    assert scored["Churn_label"].tolist() == ["No", "Yes", "Yes"]
+    assert scoring_of(model, params, threshold=0.5).threshold == 0.5
+
+
+def test_a_model_without_label_metadata_scores_1_and_0(params_raw):
+    params = parse_params(params_raw)
+    scoring = scoring_of(FakeModel({"numerical": ["age"], "categorical": []}), params)
+    assert (scoring.target, scoring.labels, scoring.threshold) == ("churn", (0, 1), params.evaluate.threshold)
 
 
 def test_output_columns_follow_the_target():

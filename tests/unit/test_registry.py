@@ -13,7 +13,7 @@ from churn.tracking.registry import failures, gate
 
 def thresholds(**bounds: dict[str, float]):
     """`register.thresholds` as params.yaml gives it, validated by the config."""
-    return RegisterParams(model_name="m", thresholds=bounds, min_improvement=0.0).thresholds
+    return RegisterParams(model_name="m", thresholds=bounds, min_improvement=0.0, allow_other_data=False).thresholds
 
 
 DEFAULT = thresholds(roc_auc={"min": 0.70}, log_loss={"max": 0.60})

@@ -246,3 +246,130 @@ def test_missing_featurize_outputs_say_to_run_the_pipeline(params_raw, tmp_path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ChurnError, match=r"^data/prepared/train\.parquet: not found; .*run `make run` first$"):
         load_inputs(parse_params(params_raw))
+
+
+# --- workers: one run of a study shared by several processes or hosts -------------------------------------------
+
+
+def test_a_run_is_open_while_it_has_trials_to_go_and_a_worker_at_work():
+    from churn.tools.tune import run_is_open
+
+    record = {"target": 10, "started": 1000.0, "grace_period": 60}
+    assert run_is_open(record, finished=3, running=1, now=5000.0)  # a trial running
+    assert run_is_open(record, finished=3, running=0, now=1030.0)  # just started: its workers are starting
+    assert not run_is_open(record, finished=3, running=0, now=1100.0)  # its workers are gone
+    assert not run_is_open(record, finished=10, running=1, now=1030.0)  # its trials are done
+
+
+@pytest.fixture
+def study_storage(tmp_path):
+    """A heartbeat storage (1 s heartbeats, stale after 2 s) in a sqlite file, and the stale-trial handler."""
+    from churn.tools.tune import Faults, StaleTrials, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    faults = Faults(heartbeat_interval=1, grace_period=2, max_retry=1)
+    stale = StaleTrials(faults.max_retry)
+    return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", faults, stale), faults, stale
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked by hand, as a dead worker did
+def test_a_worker_joins_the_open_run_at_its_commit_and_refuses_another(study_storage):
+    from churn.tools.tune import RUN_ATTR, join_run
+
+    storage, faults, _ = study_storage
+    study = optuna.create_study(storage=storage, study_name="s")
+    here = {"git.commit": "a" * 40}
+    assert join_run(study, 5, faults, here, "host-a:1") == 5
+    running = study.ask()  # a worker at work
+    assert join_run(study, 8, faults, here, "host-b:2") == 5, "joined the open run, whatever its own --trials"
+    with pytest.raises(ChurnError) as caught:
+        join_run(study, 5, faults, {"git.commit": "b" * 40}, "host-c:3")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"study 's' is being tuned at commit {'a' * 12} (run started by host-a:1); ")
+    assert f"this worker is at {'b' * 12}: check out {'a' * 12}" in message
+    # Once the run's trials are done, the next command starts a new run at its own commit.
+    study.tell(running, 1.0)
+    for _ in range(4):
+        study.tell(study.ask(), 1.0)
+    assert join_run(study, 3, faults, {"git.commit": "b" * 40}, "host-c:3") == 8
+    assert study.user_attrs[RUN_ATTR]["commit"] == "b" * 40
+
+
+def test_a_study_refuses_other_data_in_one_line(tmp_path, params_raw, root):
+    from churn.tools.tune import load_or_create_study, open_storage, resolve, study_fingerprint
+
+    params = parse_params(params_raw)
+    settings = resolve(params.tune.override(storage=f"sqlite:///{tmp_path / 'o.db'}"), "logistic_regression")
+    storage = open_storage(settings.storage)
+    load_or_create_study(storage, settings, study_fingerprint(settings, params, "0" * 32))
+    with pytest.raises(ChurnError) as caught:
+        load_or_create_study(storage, settings, study_fingerprint(settings, params, "1" * 32))
+    assert f"was run with data_md5='{'0' * 32}', now '{'1' * 32}'; set tune.study_name" in str(caught.value)
+
+
+class Tracker:
+    """What the worker loop needs of TrialLogger, without MLflow."""
+
+    def __init__(self) -> None:
+        self.numbers: list[int] = []
+        self.retries = 0
+        self.current = None
+        self.lost: list[tuple[int, str]] = []
+
+    @property
+    def fresh(self) -> int:
+        return len(self.numbers) - self.retries
+
+    def end_lost(self, number: int, error: str) -> None:
+        self.lost.append((number, error))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked by hand, as a dead worker did
+def test_a_dead_worker_trial_is_failed_retried_and_run_by_a_live_worker(study_storage):
+    import time
+
+    from churn.tools.tune import work
+
+    storage, faults, stale = study_storage
+    stale.tracker = tracker = Tracker()
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=1))
+    dead = study.ask()  # a worker that asked for a trial, sent a heartbeat, and died
+    dead.suggest_float("x", 0, 1)
+    dead.set_user_attr("worker", "lost-host:99")
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(faults.grace_period + 1.5)  # sqlite's clock has whole seconds
+
+    def objective(trial: optuna.Trial) -> float:
+        tracker.numbers.append(trial.number)
+        return trial.suggest_float("x", 0, 1)
+
+    work(study, objective, 3, 3, None, faults, tracker, stale, progress=False)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == trials[0].params, "the retry, first, with the dead trial's parameters"
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert tracker.lost == [(0, "worker lost-host:99 stopped sending heartbeats (killed or lost)")]
+
+
+def test_local_workers_need_a_database_server(params_raw, root):
+    from churn.tools.tune import Faults, resolve, run_workers, worker_command
+
+    settings = resolve(tune_of(params_raw), "logistic_regression")
+    with pytest.raises(ChurnError, match=r"^--workers 2 needs a study on a database server, not sqlite:///"):
+        run_workers(settings, 5, 2, Faults())
+    shared = settings.model_copy(update={"storage": "postgresql+psycopg2://u:p@db:5432/optuna"})
+    command = worker_command(shared, 5, Faults())
+    assert command[1:3] == ["-m", "churn.tools.tune"] and "--apply" not in command
+    joined = " ".join(command)
+    assert "--workers 1 --trials 5 --storage postgresql+psycopg2://u:p@db:5432/optuna" in joined
+    assert "--heartbeat-interval 10 --grace-period 60" in joined
+
+
+def test_the_grace_period_must_exceed_the_heartbeat_interval(capsys):
+    from churn.tools.tune import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--heartbeat-interval", "10", "--grace-period", "10"])
+    assert caught.value.code == 2
+    assert "--grace-period (10) must exceed --heartbeat-interval (10)" in capsys.readouterr().err

@@ -9,18 +9,24 @@ DIGITS = 6
 MAX_CURVE_POINTS = 400
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 at `threshold`; ROC AUC, PR AUC, log loss, Brier on the probabilities."""
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float, sample_weight: np.ndarray | None = None
+) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 at `threshold`; ROC AUC, PR AUC, log loss, Brier on the probabilities.
+    `sample_weight`: counts of repeated (label, score) pairs (the large-data path's ScoreCounts). Computed in
+    float64 whatever the model's output type (xgboost's is float32), so sums do not carry float32 rounding."""
+    proba = np.asarray(proba, dtype=np.float64)
     y_pred = (proba >= threshold).astype(int)
+    w = sample_weight
     values = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "precision": skm.precision_score(y_true, y_pred, zero_division=0),
-        "recall": skm.recall_score(y_true, y_pred, zero_division=0),
-        "f1": skm.f1_score(y_true, y_pred, zero_division=0),
-        "roc_auc": skm.roc_auc_score(y_true, proba),
-        "pr_auc": skm.average_precision_score(y_true, proba),
-        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]),
-        "brier": skm.brier_score_loss(y_true, proba),
+        "accuracy": skm.accuracy_score(y_true, y_pred, sample_weight=w),
+        "precision": skm.precision_score(y_true, y_pred, zero_division=0, sample_weight=w),
+        "recall": skm.recall_score(y_true, y_pred, zero_division=0, sample_weight=w),
+        "f1": skm.f1_score(y_true, y_pred, zero_division=0, sample_weight=w),
+        "roc_auc": skm.roc_auc_score(y_true, proba, sample_weight=w),
+        "pr_auc": skm.average_precision_score(y_true, proba, sample_weight=w),
+        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1], sample_weight=w),
+        "brier": skm.brier_score_loss(y_true, proba, sample_weight=w),
     }
     return {name: round(float(value), DIGITS) for name, value in values.items()}
 
@@ -32,8 +38,10 @@ def _thin(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     return [rows[i] for i in keep]
 
 
-def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
-    fpr, tpr, thresholds = skm.roc_curve(y_true, proba)
+def roc_points(
+    y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None
+) -> list[dict[str, float]]:
+    fpr, tpr, thresholds = skm.roc_curve(y_true, proba, sample_weight=sample_weight)
     rows = [
         {"fpr": round(float(f), DIGITS), "tpr": round(float(t), DIGITS), "threshold": round(float(min(h, 1.0)), DIGITS)}
         for f, t, h in zip(fpr, tpr, thresholds, strict=True)
@@ -41,8 +49,8 @@ def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
     return _thin(rows)
 
 
-def pr_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
-    precision, recall, thresholds = skm.precision_recall_curve(y_true, proba)
+def pr_points(y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None) -> list[dict[str, float]]:
+    precision, recall, thresholds = skm.precision_recall_curve(y_true, proba, sample_weight=sample_weight)
     thresholds = np.append(thresholds, 1.0)
     rows = [
         {"recall": round(float(r), DIGITS), "precision": round(float(p), DIGITS), "threshold": round(float(h), DIGITS)}
@@ -51,7 +59,9 @@ def pr_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
     return _thin(rows)
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, positive_label: object) -> dict:
+def classification_report(
+    y_true: np.ndarray, y_pred: np.ndarray, positive_label: object, sample_weight: np.ndarray | None = None
+) -> dict:
     report = skm.classification_report(
         y_true,
         y_pred,
@@ -59,7 +69,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, positive_label
         target_names=[f"not {positive_label}", str(positive_label)],
         output_dict=True,
         zero_division=0,
+        sample_weight=sample_weight,
     )
+    if sample_weight is not None:  # counts as weights: supports are still row counts
+        for row in report.values():
+            if isinstance(row, dict) and "support" in row:
+                row["support"] = round(row["support"])
     return _round(report)
 
 
@@ -71,6 +86,7 @@ def _round(value):
     return value
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """2x2 counts, rows = actual (0, 1), columns = predicted (0, 1)."""
-    return skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=[0, 1], sample_weight=sample_weight)
+    return matrix if sample_weight is None else np.rint(matrix).astype(np.int64)

@@ -51,8 +51,8 @@ def clean_features(
     return pd.DataFrame(columns, index=frame.index)
 
 
-def encode_target(column: pd.Series, data: DataParams, source: str) -> pd.Series:
-    """Map the target to 1 (the positive label) and 0; exactly two classes are required."""
+def target_labels(column: pd.Series, data: DataParams, source: str) -> tuple[str, str]:
+    """The target's two labels as the file spells them, (negative, positive); exactly two classes are required."""
     text = column.astype(str).str.strip()
     classes = sorted(set(text.unique()) - {""})
     positive = str(data.positive_label)
@@ -64,7 +64,13 @@ def encode_target(column: pd.Series, data: DataParams, source: str) -> pd.Series
         raise DataError(
             source, f"data.positive_label {data.positive_label!r} is not a value of {data.target!r} ({classes})"
         )
-    return (text == positive).astype("int64")
+    return next(c for c in classes if c != positive), positive
+
+
+def encode_target(column: pd.Series, data: DataParams, source: str) -> pd.Series:
+    """Map the target to 1 (the positive label) and 0; exactly two classes are required."""
+    _, positive = target_labels(column, data, source)
+    return (column.astype(str).str.strip() == positive).astype("int64")
 
 
 def validate_and_clean(raw: pd.DataFrame, data: DataParams, source: str) -> pd.DataFrame:
@@ -73,8 +79,8 @@ def validate_and_clean(raw: pd.DataFrame, data: DataParams, source: str) -> pd.D
     unlabeled = target.eq("")
     if unlabeled.all():
         raise DataError(source, f"target {data.target!r} is empty in every row")
-    if unlabeled.any():
-        log.warning("%s: dropping %d rows with no %s", source, int(unlabeled.sum()), data.target)
+    if unlabeled.any():  # counted and, above prepare.warn_share, warned about by prepare (core.quality)
+        log.info("%s: dropping %d rows with no %s", source, int(unlabeled.sum()), data.target)
     kept = raw.loc[~unlabeled.to_numpy()]  # index = row position in the file, for error messages
     features = clean_features(kept, data.numerical, data.categorical, source)
     for name in data.numerical:

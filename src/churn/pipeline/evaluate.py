@@ -13,11 +13,16 @@ from churn.core import evaluation, plots
 from churn.core.features import raw_feature_importance
 from churn.pipeline import entry
 from churn.pipeline import paths as p
+from churn.pipeline.batches import stored_rows, streams
 from churn.pipeline.files import StagedOutputs, read_parquet, read_pickle, write_csv_rows, write_figure, write_json
 from churn.tracking.runs import stage_run
 
 
 def run(params: Params) -> None:
+    if streams(stored_rows(p.FEATURES_TEST), params.resources):  # the large-data path
+        from churn.pipeline.large import evaluate
+
+        return evaluate.run(params)
     target, label = params.data.target, params.data.positive_label
     inputs = [p.MODEL, p.PREPROCESSOR, p.FEATURES_TEST]
     with StagedOutputs("evaluate") as out, stage_run("evaluate", params.mlflow, inputs) as run:

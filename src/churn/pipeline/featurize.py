@@ -8,6 +8,7 @@ from __future__ import annotations
 from churn.config import Params
 from churn.core.features import build_preprocessor, transform
 from churn.pipeline import entry
+from churn.pipeline.batches import stored_rows, streams
 from churn.pipeline.files import StagedOutputs, read_parquet, write_parquet, write_pickle
 from churn.pipeline.paths import FEATURES_TEST as TEST
 from churn.pipeline.paths import FEATURES_TRAIN as TRAIN
@@ -16,6 +17,10 @@ from churn.tracking.runs import stage_run
 
 
 def run(params: Params) -> None:
+    if streams(stored_rows(PREPARED_TRAIN, PREPARED_TEST), params.resources):  # the large-data path
+        from churn.pipeline.large import featurize
+
+        return featurize.run(params)
     data = params.data
     with StagedOutputs("featurize") as out:
         with stage_run("featurize", params.mlflow, [PREPARED_TRAIN, PREPARED_TEST]) as run:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 PREPARED_TRAIN = Path("data/prepared/train.parquet")
 PREPARED_TEST = Path("data/prepared/test.parquet")
+DATA_QUALITY = Path("reports/data_quality.json")
 FEATURES_TRAIN = Path("data/features/train.parquet")
 FEATURES_TEST = Path("data/features/test.parquet")
 PREPROCESSOR = Path("models/preprocessor.pkl")

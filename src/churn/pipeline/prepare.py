@@ -1,39 +1,64 @@
-"""prepare: validate the raw table against the declared schema, clean it, split it (stratified, seeded).
+"""prepare: validate the raw table against the declared schema, clean it, drop repeated rows (by default), split
+it (stratified, seeded), and count what the data-quality report shows.
 
-in: data.raw_path | out: data/prepared/train.parquet, data/prepared/test.parquet | params: data, prepare
+in: data.raw_path | out: data/prepared/{train,test}.parquet; metrics reports/data_quality.json | params: data, prepare
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from churn.config import Params
-from churn.core.schema import split, validate_and_clean
+from churn.core import quality
+from churn.core.schema import split, target_labels, validate_and_clean
 from churn.pipeline import entry
-from churn.pipeline.files import StagedOutputs, read_raw, write_parquet
+from churn.pipeline.batches import csv_rows_above
+from churn.pipeline.files import StagedOutputs, read_raw, write_json, write_parquet
+from churn.pipeline.paths import DATA_QUALITY
 from churn.pipeline.paths import PREPARED_TEST as TEST
 from churn.pipeline.paths import PREPARED_TRAIN as TRAIN
 from churn.tracking.runs import log_datasets, stage_run
 
+log = logging.getLogger(__name__)
+
 
 def run(params: Params) -> None:
-    data, raw_path = params.data, Path(params.data.raw_path)
+    if csv_rows_above(Path(params.data.raw_path), params.data, params.resources.streaming_rows):  # large data
+        from churn.pipeline.large import prepare
+
+        return prepare.run(params)
+    data, settings, raw_path = params.data, params.prepare, Path(params.data.raw_path)
     inputs = [raw_path] if raw_path.exists() else []
     with StagedOutputs("prepare") as out, stage_run("prepare", params.mlflow, inputs) as run:
-        run.log_params({"data": data.model_dump(), "prepare": params.prepare.model_dump()})
+        run.log_params({"data": data.model_dump(), "prepare": settings.model_dump()})
         raw = read_raw(raw_path, data)
-        clean = validate_and_clean(raw, data, str(raw_path))
-        train, test = split(clean, data.target, params.prepare.test_size, params.prepare.seed)
+        clean = validate_and_clean(raw, data, str(raw_path))  # rows with a blank target dropped
+        labels, blank = target_labels(raw[data.target], data, str(raw_path)), len(raw) - len(clean)
+        identity = [*data.features, data.target]  # what the model sees and is scored on
+        repeats = quality.duplicated(clean, identity)
+        duplicates, dropped = int(repeats.sum()), int(repeats.sum()) if settings.drop_duplicates else 0
+        if dropped:
+            clean = clean.loc[~repeats.to_numpy()].reset_index(drop=True)
+        train, test = split(clean, data.target, settings.test_size, settings.seed)
+        report = quality.report(len(raw), blank, duplicates, dropped, train, test, identity, data.target, labels)
+        for line in quality.warnings(report, data.target, settings.warn_share, settings.drop_duplicates):
+            log.warning("%s: %s", raw_path, line)
 
-        staged = {str(TRAIN): out.path(TRAIN), str(TEST): out.path(TEST)}
+        staged = {str(TRAIN): out.path(TRAIN), str(TEST): out.path(TEST), str(DATA_QUALITY): out.path(DATA_QUALITY)}
         write_parquet(train, staged[str(TRAIN)])
         write_parquet(test, staged[str(TEST)])
+        write_json(report, staged[str(DATA_QUALITY)])
         positive_rate = round(float(clean[data.target].mean()), 6)
         counts = {
             "rows_raw": len(raw),
             "rows_train": len(train),
             "rows_test": len(test),
             "positive_rate": positive_rate,
+            "rows_blank_target": blank,
+            "rows_duplicate": duplicates,
+            "rows_duplicate_dropped": dropped,
+            "test_rows_in_train": report["test_rows_in_train"],
         }
         run.log_metrics(counts, prefix="prepare.")
         run.record_outputs(staged)

@@ -12,11 +12,20 @@ from pathlib import Path
 
 from churn.config import Params
 from churn.core.models import inference_pipeline
+from churn.core.quality import labels_of
 from churn.pipeline import entry
 from churn.pipeline.files import StagedOutputs, read_json, read_parquet, read_pickle, write_json
-from churn.pipeline.paths import DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
+from churn.pipeline.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
 from churn.timing import phase
-from churn.tracking.models import describe, lineage_tags, log_pipeline, model_md5, raw_signature
+from churn.tracking.models import (
+    check_serving,
+    describe,
+    lineage_tags,
+    log_model_metrics,
+    log_pipeline,
+    model_md5,
+    raw_signature,
+)
 from churn.tracking.registry import Candidate, failures, gate, register
 from churn.tracking.runs import stage_run
 from churn.tracking.store import store_lock
@@ -35,9 +44,13 @@ def run(params: Params) -> None:
             signature = raw_signature(data, example, pipeline.predict_proba(example))
             decision = {**gate(metrics, settings.thresholds), "model_md5": model_md5(PREPROCESSOR, MODEL, signature)}
             staged = {str(DECISION): out.path(DECISION)}
-            write_json(decision, staged[str(DECISION)])
             with phase("logging"):
-                info = log_pipeline(pipeline, data, params.model.type, signature, example)
+                labels = labels_of(read_json(DATA_QUALITY), data.positive_label)
+                threshold = params.evaluate.threshold
+                info = log_pipeline(pipeline, data, params.model.type, signature, example, labels, threshold)
+                log_model_metrics(info.model_id, metrics, PREPARED_TEST)
+            decision = check_serving(decision, info.model_uri, example)  # a model that cannot be served fails
+            write_json(decision, staged[str(DECISION)])
             run.log_artifact(Path("params.yaml"), "lineage")
             run.record_outputs(staged)
 
@@ -56,6 +69,7 @@ def run(params: Params) -> None:
                         candidate,
                         primary_metric=params.evaluate.primary_metric,
                         min_improvement=settings.min_improvement,
+                        allow_other_data=settings.allow_other_data,
                     )
                 run.set_tags({"registry.decision": outcome.reason, "registry.version": str(outcome.version)})
                 log.info("registry %s: version %s (%s)", settings.model_name, outcome.version, outcome.reason)

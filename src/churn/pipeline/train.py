@@ -10,6 +10,7 @@ from churn.config import Params
 from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.errors import DataError
 from churn.pipeline import entry
+from churn.pipeline.batches import stored_rows
 from churn.pipeline.files import StagedOutputs, read_parquet, read_pickle, write_json, write_pickle
 from churn.pipeline.paths import CV_METRICS, FEATURES_TRAIN, MODEL, PREPARED_TRAIN, PREPROCESSOR
 from churn.tracking.runs import stage_run
@@ -39,9 +40,22 @@ def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[d
     return folds, summarise_folds(folds)
 
 
+def large_path(params: Params):
+    """The large-data path's plan (a train split past resources.external_memory_rows, or xgboost with a Dask
+    scheduler configured), else None; imported only then."""
+    if stored_rows(FEATURES_TRAIN) <= params.resources.external_memory_rows and not (
+        params.model.type == "xgboost" and params.resources.scheduler()
+    ):
+        return None
+    from churn.pipeline.large import train
+
+    return train.plan(params, FEATURES_TRAIN)
+
+
 def run(params: Params) -> None:
     target = params.data.target
     inputs = [PREPARED_TRAIN, FEATURES_TRAIN, PREPROCESSOR]
+    large = large_path(params)  # None on the default path
     with StagedOutputs("train") as out:
         with stage_run("train", params.mlflow, inputs) as run:
             run.log_params(
@@ -50,17 +64,23 @@ def run(params: Params) -> None:
                     "train": params.train.model_dump(),
                 }
             )
-            prepared_train = read_parquet(PREPARED_TRAIN)
-            features_train = read_parquet(FEATURES_TRAIN)
+            if large:
+                prepared_train = large.cv_frame(PREPARED_TRAIN)
+            else:
+                prepared_train = read_parquet(PREPARED_TRAIN)
+                features_train = read_parquet(FEATURES_TRAIN)
             preprocessor = read_pickle(PREPROCESSOR)
 
             folds, summary = cross_validate(params, prepared_train, preprocessor)
             run.log_steps(folds, prefix="fold_")
             run.log_metrics(summary, prefix="cv_")
 
-            model = build_model(params.model, params.train.seed, params.train.n_jobs)
-            with single_threaded_blas():
-                model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())
+            if large:
+                model = large.fit(FEATURES_TRAIN, out.root)
+            else:
+                model = build_model(params.model, params.train.seed, params.train.n_jobs)
+                with single_threaded_blas():
+                    model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())
 
             staged = {str(MODEL): out.path(MODEL), str(CV_METRICS): out.path(CV_METRICS)}
             write_pickle(model, staged[str(MODEL)])

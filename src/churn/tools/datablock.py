@@ -1,12 +1,14 @@
 """Propose the params.yaml `data` block for a CSV; with --write, switch the project to that table.
 
-    python -m churn.tools.datablock FILE.csv [--target COLUMN] [--write]
+    python -m churn.tools.datablock FILE.csv [--target COLUMN] [--encoding ENCODING] [--write]
 
 Every column gets one role, printed with the reason: the target (--target, else the one column named like
 churn/target/label/y/class/outcome with two values) and its positive label (the minority value); id columns
 (text, or integers named like an id or numbering the rows, unique on >= 99% of rows); numbers (every non-blank
 value parses as a number, blanks as core.schema.BLANK); free text, ignored (text with > 50 distinct values
-that are > 10% of the rows); empty or constant columns, ignored; categories (the other text columns).
+that are > 10% of the rows); empty or constant columns, ignored; categories (the other text columns). The
+file's separator is read off its header (`,` `;` tab `|`) and its encoding is --encoding (default utf-8); both
+go into the block (data.separator, data.encoding).
 
 --write makes the switch whole, so DVC stays healthy: the CSV goes under data/raw/ (copied there if it is
 elsewhere), `dvc add` tracks it, params.yaml's `data` block is rewritten (nothing else in the file changes;
@@ -23,7 +25,7 @@ import io
 import logging
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ import pandas as pd
 
 from churn.core.schema import BLANK
 from churn.errors import ChurnError, DataError
-from churn.system import atomic_path, dvc, file_md5, git
+from churn.system import atomic_path, dvc, file_md5, first_line, git
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class Proposal:
     decisions: tuple[Decision, ...]
     target: str
     positive_label: str
+    encoding: str = "utf-8"
+    separator: str = ","
 
     def columns(self, role: str) -> list[str]:
         return [d.column for d in self.decisions if d.role == role]
@@ -73,6 +77,8 @@ class Proposal:
             "categorical": self.columns("categorical"),
             "target": self.target,
             "positive_label": label_value(self.positive_label),
+            "encoding": self.encoding,
+            "separator": self.separator,
         }
 
 
@@ -86,30 +92,33 @@ def label_value(text: str) -> int | str:
 # --- reading --------------------------------------------------------------------------------------------------
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Every cell as text, as the pipeline reads the raw table; a file it could not read is one line."""
+def read_header(path: Path, encoding: str = "utf-8") -> str:
+    """The table's first line; a file that is missing, empty or not `encoding` text is one line."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding=encoding) as handle:
             header = handle.readline()
+            handle.read(1 << 20)  # the first MB: a wrong encoding usually shows there
     except FileNotFoundError:
         raise DataError(str(path), "file not found") from None
-    except UnicodeDecodeError:
-        raise DataError(str(path), "not UTF-8 text; save the table as a UTF-8 CSV") from None
-    except OSError as exc:
-        raise DataError(str(path), f"cannot read it ({exc.strerror})") from None
+    except UnicodeError:
+        raise DataError(
+            str(path), f"not {encoding} text; pass --encoding (latin-1 or cp1252 for most Western European files)"
+        ) from None
+    except (OSError, LookupError) as exc:
+        raise DataError(str(path), f"cannot read it ({first_line(exc)})") from None
     if not header.strip():
         raise DataError(str(path), "file is empty; expected a CSV with a header row")
-    separator = sniff_separator(header)
-    if separator != ",":
-        raise DataError(
-            str(path),
-            f"fields are separated by {separator!r}, but the pipeline reads comma-separated files; save it with "
-            f"commas, e.g. pandas.read_csv(file, sep={separator!r}, dtype=str).to_csv(out, index=False)",
-        )
+    return header
+
+
+def read_table(path: Path, encoding: str = "utf-8", separator: str | None = None) -> pd.DataFrame:
+    """Every cell as text, as the pipeline reads the raw table (separator: the header's, unless given); a file
+    it could not read is one line."""
+    separator = separator or sniff_separator(read_header(path, encoding))
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(str(path), f"not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
+        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=encoding)
+    except (pd.errors.ParserError, UnicodeError) as exc:
+        raise DataError(str(path), f"not a readable CSV ({first_line(exc)})") from None
     if frame.empty:
         raise DataError(str(path), "no data rows below the header")
     mangled = [c for c in frame.columns if re.fullmatch(r".+\.[0-9]+", c) and c.rsplit(".", 1)[0] in frame.columns]
@@ -119,7 +128,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def sniff_separator(header: str) -> str:
-    """The header's field separator: a comma unless the header has none and another separator is plain."""
+    """The header's field separator (data.separator): a comma unless the header has none and another
+    separator is plain."""
     if "," in header:
         return ","
     try:
@@ -242,7 +252,7 @@ def _yaml_values(block: dict[str, Any]) -> dict[str, Any]:
             value = CommentedSeq(value)
             if len(f"  {key}: [{', '.join(map(str, value))}]") <= FLOW_WIDTH:
                 value.fa.set_flow_style()
-        elif key == "positive_label" and isinstance(value, str):
+        elif key in ("positive_label", "separator") and isinstance(value, str):
             value = DoubleQuotedScalarString(value)
         styled[key] = value
     return styled
@@ -407,12 +417,15 @@ def main(argv: list[str] | None = None) -> None:
         parser = argparse.ArgumentParser(prog="python -m churn.tools.datablock", description=__doc__.splitlines()[0])
         parser.add_argument("csv", type=Path, metavar="FILE.csv", help="the table, one row per customer")
         parser.add_argument("--target", help="the column to predict (default: the one named like churn/target/...)")
+        parser.add_argument("--encoding", default="utf-8", help="the file's text encoding (default: utf-8)")
         parser.add_argument("--write", action="store_true", help="write the block to params.yaml and dvc add the file")
         args = parser.parse_args(argv)
         root = repo_root()
-        frame = read_table(args.csv)
+        separator = sniff_separator(read_header(args.csv, args.encoding))
+        frame = read_table(args.csv, args.encoding, separator)
         log.info("read %s: %d rows, %d columns", args.csv, len(frame), len(frame.columns))
         proposal = propose(frame, args.target, str(args.csv))
+        proposal = replace(proposal, encoding=args.encoding, separator=separator)
         raw_path = raw_path_for(args.csv, root)
         print(report(proposal, proposal.block(raw_path.as_posix())))  # noqa: T201 - the command's output
         if not args.write:

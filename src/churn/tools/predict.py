@@ -3,17 +3,21 @@
     python -m churn.tools.predict --model models:/churn_model@champion --input FILE --output FILE
 
 The input needs every column of the model's signature (a missing one is a one-line error naming the file
-and the column); other columns are ignored, unseen categories are scored like the rare ones. Rows are cleaned
-as `prepare` cleans the raw table (numbers from text, blanks as missing). The output holds the id columns
-(params `data.id_columns`), `<target>_probability` and `<target>_label` (1 when the probability is at least
-params `evaluate.threshold`, i.e. the model predicts `data.positive_label`). CSV or parquet by file suffix;
-written to a temporary name, then renamed.
+and the column); other columns are ignored, unseen categories are scored like the rare ones. A CSV is read
+with params `data.encoding` and `data.separator`, and its rows are cleaned as `prepare` cleans the raw table
+(numbers from text, blanks as missing). The output holds the id columns (params `data.id_columns`),
+`<target>_probability` and `<target>_label`: the label as the training table spells it (Yes/No, bad/good,
+1/0), the positive one when the probability is at least the model's threshold (the `evaluate.threshold` it
+was evaluated at; --threshold overrides). CSV or parquet by file suffix; written to a temporary name, then
+renamed, so a failure leaves no output.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +26,7 @@ import pandas as pd
 
 from churn.core.schema import clean_features
 from churn.errors import ChurnError, DataError
-from churn.system import atomic_path
+from churn.system import atomic_path, first_line
 
 if TYPE_CHECKING:
     from churn.config import Params
@@ -47,19 +51,23 @@ def _format(path: Path) -> str:
     raise ChurnError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected .csv or .parquet")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV (every column as text, so ids keep leading zeros) or a parquet file."""
+def read_table(path: Path, encoding: str = "utf-8", separator: str = ",") -> pd.DataFrame:
+    """A CSV (every column as text, so ids keep leading zeros; read as prepare reads the raw table) or a
+    parquet file; a file without rows is an error."""
+    from churn.pipeline.files import read_csv_text
+
     kind = _format(path)
     if not path.exists():
         raise DataError(str(path), "file not found")
-    try:
-        if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
+    if kind == "csv":
+        frame = read_csv_text(path, encoding, separator)
+    else:
+        try:
             frame = pd.read_parquet(path, engine="pyarrow")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(str(path), f"cannot read as {kind} ({first})") from None
+        except (OSError, ValueError) as exc:  # pyarrow's errors are both
+            raise DataError(str(path), f"cannot read as parquet ({first_line(exc)[:200]})") from None
+        if frame.empty:
+            raise DataError(str(path), "no rows to score")
     log.info("read %s (%d rows)", path, len(frame))
     return frame
 
@@ -82,12 +90,51 @@ def check_columns(frame: pd.DataFrame, required: list[str], source: str, what: s
         raise DataError(source, f"missing column {missing[0]!r}{more} required by {what}")
 
 
-def score(features: pd.DataFrame, ids: pd.DataFrame, model, target: str, threshold: float) -> pd.DataFrame:
-    """`ids` with the probability and the label at `threshold` of each row of the cleaned `features`."""
+@dataclass(frozen=True)
+class Scoring:
+    """What turns a model's probabilities into output columns: the input columns, the target's name, its
+    labels (negative, positive) as the training table spells them and the threshold of the positive one."""
+
+    numerical: list[str]
+    categorical: list[str]
+    target: str
+    labels: tuple[object, object]
+    threshold: float
+
+    @property
+    def required(self) -> list[str]:
+        return [*self.numerical, *self.categorical]
+
+
+def spelled(labels: list[str]) -> tuple[object, object]:
+    """Labels as the table spells them: integers when both read as integers ("0", "1"), else the text."""
+    if all(re.fullmatch(r"-?[0-9]+", str(label)) for label in labels):
+        return tuple(int(label) for label in labels)
+    return tuple(str(label) for label in labels)
+
+
+def scoring_of(model, params: Params, threshold: float | None = None) -> Scoring:
+    """The model's own target, labels and threshold (its metadata, written by the register stage); a model
+    registered before they were recorded falls back to params.yaml and labels 0 and 1."""
+    metadata = model.metadata.metadata or {}
+    numerical, categorical = model_columns(model, params)
+    return Scoring(
+        numerical=numerical,
+        categorical=categorical,
+        target=metadata.get("target", params.data.target),
+        labels=spelled(metadata["labels"]) if len(metadata.get("labels") or []) == 2 else (0, 1),
+        threshold=threshold if threshold is not None else metadata.get("threshold", params.evaluate.threshold),
+    )
+
+
+def score(features: pd.DataFrame, ids: pd.DataFrame, model, scoring: Scoring) -> pd.DataFrame:
+    """`ids` with the probability and the label of each row of the cleaned `features`."""
     proba = np.asarray(model.predict(features), dtype="float64")
     proba = proba[:, 1] if proba.ndim == 2 else proba
-    prob_col, label_col = output_columns(target)
-    return ids.reset_index(drop=True).assign(**{prob_col: proba, label_col: (proba >= threshold).astype("int64")})
+    prob_col, label_col = output_columns(scoring.target)
+    negative, positive = scoring.labels
+    label = pd.Series(np.where(proba >= scoring.threshold, 1, 0)).map({0: negative, 1: positive})
+    return ids.reset_index(drop=True).assign(**{prob_col: proba, label_col: label})
 
 
 def load_model(uri: str, configured_uri: str = ""):
@@ -122,32 +169,36 @@ def model_columns(model, params: Params) -> tuple[list[str], list[str]]:
 
 def run(params: Params, model_uri: str, source: Path, target: Path, threshold: float | None = None) -> pd.DataFrame:
     data = params.data
-    threshold = params.evaluate.threshold if threshold is None else threshold
-    frame = read_table(source)
+    frame = read_table(source, data.encoding, data.separator)
     model = load_model(model_uri, params.mlflow.tracking_uri)
-    numerical, categorical = model_columns(model, params)
+    scoring = scoring_of(model, params, threshold)
     schema = model.metadata.get_input_schema()
-    required = schema.required_input_names() if schema is not None else [*numerical, *categorical]
+    required = schema.required_input_names() if schema is not None else scoring.required
     check_columns(frame, list(required), str(source), f"the model's signature ({model_uri})")
     check_columns(frame, list(data.id_columns), str(source), "data.id_columns in params.yaml")
-    features = clean_features(frame, numerical, categorical, str(source))
+    features = clean_features(frame, scoring.numerical, scoring.categorical, str(source))
     from mlflow.exceptions import MlflowException
 
+    scorer = model
+    if params.resources.scheduler():  # on the Dask cluster (imported only then)
+        from churn.tools.dask_scoring import DaskScorer
+
+        scorer = DaskScorer(model, params.resources.scheduler())
     try:
-        scored = score(features, frame[list(data.id_columns)], model, data.target, threshold)
+        scored = score(features, frame[list(data.id_columns)], scorer, scoring)
     except MlflowException as exc:  # the signature refused a value
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(str(source), f"rejected by the model's signature: {first[:300]}") from None
+        raise DataError(str(source), f"rejected by the model's signature: {first_line(exc)[:300]}") from None
     write_table(scored, target)
-    prob_col, label_col = output_columns(data.target)
+    prob_col, label_col = output_columns(scoring.target)
     log.info(
-        "scored %d rows with %s: mean %s %.4f, %d labelled 1 at threshold %g",
+        "scored %d rows with %s: mean %s %.4f, %d labelled %s at threshold %g",
         len(scored),
         model_uri,
         prob_col,
-        float(scored[prob_col].mean()) if len(scored) else float("nan"),
-        int(scored[label_col].sum()),
-        threshold,
+        float(scored[prob_col].mean()),
+        int((scored[label_col] == scoring.labels[1]).sum()),
+        scoring.labels[1],
+        scoring.threshold,
     )
     return scored
 
@@ -160,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model URI (default: models:/<register.model_name>@champion)")
     parser.add_argument("--input", required=True, type=Path, help="CSV or parquet file of raw rows")
     parser.add_argument("--output", required=True, type=Path, help="CSV or parquet file to write")
-    parser.add_argument("--threshold", type=float, help="label threshold (default: evaluate.threshold)")
+    parser.add_argument("--threshold", type=float, help="label threshold (default: the model's evaluate.threshold)")
     parser.add_argument("--params", default="params.yaml", type=Path, help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
 

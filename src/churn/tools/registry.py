@@ -5,7 +5,12 @@
     python -m churn.tools.registry rollback           move champion back to the previous champion
     python -m churn.tools.registry lineage VERSION    commit, experiment, data, params and metrics of VERSION
     python -m churn.tools.registry uri [ALIAS]        the champion's models:/ URI (checked to exist)
+    python -m churn.tools.registry sync               make the registry agree with reports/register.json
 VERSION is a number or an alias (champion, challenger). `--name` overrides register.model_name.
+
+`sync` (run by `make run` after `dvc repro`, which may restore the register stage from its run-cache without
+running it) repairs a registration cut short: the version gets the aliases it was due; a model that passed
+the gate but has no version (another store, a store reset) is registered again by re-running the stage.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from churn.tracking.registry import (
     CHAMPION,
     aliases_by_version,
     all_versions,
+    find_identical,
     format_table,
     get_version,
     lineage,
@@ -27,6 +33,7 @@ from churn.tracking.registry import (
     require_model,
     rollback,
     set_champion,
+    settle,
     summary_row,
 )
 
@@ -50,6 +57,49 @@ def cli_settings(name: str | None) -> tuple[str, str, str]:
     if name is None:
         raise ChurnError("params.yaml: not found; run from the repository root or pass --name")
     return name, "roc_auc", ""
+
+
+DECISION = "reports/register.json"  # the register stage's output (churn.pipeline.paths.DECISION)
+
+
+def sync(client, name: str, decision_path: str = DECISION) -> str:
+    """Make the registry agree with the register stage's decision; returns what was done, in one line."""
+    from pathlib import Path
+
+    from churn.system import dvc
+    from churn.tracking.store import store_lock
+
+    path = Path(decision_path)
+    if not path.exists():
+        return f"{path}: not found (the register stage has not run); nothing to check"
+    decision = json.loads(path.read_text())
+    if not decision.get("passed"):
+        return f"{path}: the model did not pass the gate; nothing to register"
+    md5 = decision.get("model_md5", "")
+    version = find_identical(client, name, md5)
+    if version is None:
+        log.warning(
+            "registry %s: no version holds the model that %s passed (model.md5 %s); registering it again "
+            "(dvc repro --force --single-item register)",
+            name,
+            path,
+            md5[:12],
+        )
+        dvc("repro", "--force", "--single-item", "register")
+        version = find_identical(client, name, md5)
+        if version is None:
+            raise ChurnError(f"registry {name}: the register stage ran but registered no version with model.md5 {md5}")
+        return f"registry {name}: registered version {version.version} again, as {path} decided"
+    with store_lock():
+        given = settle(client, name, client.get_model_version(name, version.version))
+    if given:
+        line = (
+            f"registry {name}: version {version.version} made {' and '.join(given)}, as {path} decided "
+            "(its registration had been cut short)"
+        )
+        log.warning(line)
+        return line
+    return f"registry {name}: version {version.version} agrees with {path}"
 
 
 def _print(text: str) -> None:
@@ -84,6 +134,8 @@ def _command(args: argparse.Namespace) -> None:
         elif args.command == "uri":
             get_version(client, name, args.alias, where)
             _print(f"models:/{name}@{args.alias}")
+        elif args.command == "sync":
+            log.debug(sync(client, name))
     except MlflowException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ChurnError(f"MLflow registry {where}: {first}") from None
@@ -103,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("version", help="version number or alias")
     uri = sub.add_parser("uri", parents=[common], help="print the models:/ URI of an alias (default champion)")
     uri.add_argument("alias", nargs="?", default=CHAMPION)
+    sub.add_parser("sync", parents=[common], help="make the registry agree with reports/register.json")
     return top
 
 

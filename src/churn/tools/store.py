@@ -1,5 +1,9 @@
 """The MLflow store from the command line: `init` (create it once, before anything runs in parallel),
 `summary` (what `make run` prints at the end), `uri` (the resolved store, for the Makefile).
+
+`init` also clears what a killed run leaves behind, each with one line when it finds something: an empty
+dvc.lock (restored from git) or a cut-short one (an error saying how to recover), runs still RUNNING whose
+process is gone (ended KILLED), and stage staging folders of processes that are gone (removed).
 """
 
 from __future__ import annotations
@@ -20,10 +24,17 @@ log = logging.getLogger(__name__)
 
 
 def _init(settings: MlflowParams) -> None:
+    from churn.system import check_dvc_lock, remove_stale_dirs
+    from churn.tracking.runs import end_dead_runs
+
+    check_dvc_lock()
     store = connect(settings.experiment, settings.tracking_uri)
     log.info(
         "MLflow store ready: %s (experiment %r, id %s)", redact(store.uri), settings.experiment, store.experiment_id
     )
+    end_dead_runs(store)
+    for leftover in remove_stale_dirs(".staging-*-*"):
+        log.info("removed %s, left by a stage that was killed", leftover)
 
 
 def ui_command(uri: str) -> str:

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from churn.system import file_md5
+from churn.system import file_md5, first_line
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 MODEL_NAME_IN_RUN = "model"
 PIPELINE_BLOCKS = ("data", "prepare", "featurize", "train", "model", "evaluate", "register")
 DESCRIPTION_LIMIT = 5000  # characters a model version description holds in MLflow's SQL stores
+# The model as a DVC artifact (dvc.yaml `artifacts:`): the preprocessor and the classifier. Its version vN.0.0
+# (git tag churn-model@vN.0.0, made by `churn.tools.artifact`) is registry version N.
+MODEL_ARTIFACT = "churn-model"
+MODEL_ARTIFACT_PATH = "models"
+MODEL_ARTIFACT_FILE = "models/model.pkl"  # the file whose md5 identifies the artifact in dvc.lock
+TEST_DATASET = "prepared_test"  # the held-out split, as the prepare stage logs it
 # Types skops may load besides its defaults: dtype objects and each family's own estimator internals.
 _SAFE = ["numpy.dtype"]
 TRUSTED_TYPES = {
@@ -63,8 +69,30 @@ def model_md5(preprocessor: Path, model: Path, signature: ModelSignature) -> str
     return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - an identity, not a secret
 
 
-def log_pipeline(pipeline, data: DataParams, model_type: str, signature: ModelSignature, example) -> ModelInfo:
-    """Log `pipeline` to the active run, served by `predict_proba`, in the skops format."""
+def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float) -> dict:
+    """What scoring needs besides the model (churn.tools.predict, churn.tools.serve): the column roles, the
+    target's name, its labels as the raw table spells them (negative, positive) and the threshold the test
+    metrics were computed at."""
+    return {
+        "numerical": list(data.numerical),
+        "categorical": list(data.categorical),
+        "target": data.target,
+        "labels": list(labels),
+        "threshold": threshold,
+    }
+
+
+def log_pipeline(
+    pipeline,
+    data: DataParams,
+    model_type: str,
+    signature: ModelSignature,
+    example,
+    labels: tuple[str, str],
+    threshold: float,
+) -> ModelInfo:
+    """Log `pipeline` to the active run, served by `predict_proba`, in the skops format, with the metadata that
+    scoring reads (serving_metadata: `labels` as the raw table spells them, `threshold` for the label)."""
     import mlflow
 
     return mlflow.sklearn.log_model(
@@ -72,7 +100,7 @@ def log_pipeline(pipeline, data: DataParams, model_type: str, signature: ModelSi
         name=MODEL_NAME_IN_RUN,
         signature=signature,
         input_example=example,
-        metadata={"numerical": list(data.numerical), "categorical": list(data.categorical)},
+        metadata=serving_metadata(data, labels, threshold),
         pip_requirements=pip_requirements(model_type),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=TRUSTED_TYPES[model_type],
@@ -91,7 +119,16 @@ def lineage_tags(params: Params, run_id: str) -> dict[str, str]:
         "data.md5": file_md5(raw) if raw.exists() else "",
         "model.type": params.model.type,
         "run_id": run_id,
+        **artifact_tags(),
     }
+
+
+def artifact_tags() -> dict[str, str]:
+    """The DVC artifact a version is: its name and path in dvc.yaml, and the md5 DVC records for the classifier
+    (how `churn.tools.artifact` finds the commit holding it, and adds that git rev)."""
+    model = Path(MODEL_ARTIFACT_FILE)
+    md5 = file_md5(model) if model.exists() else ""
+    return {"dvc.artifact": MODEL_ARTIFACT, "dvc.artifact.path": MODEL_ARTIFACT_PATH, "dvc.artifact.md5": md5}
 
 
 def describe(lineage: dict[str, str], params: Params, metrics: dict[str, float]) -> str:
@@ -101,3 +138,56 @@ def describe(lineage: dict[str, str], params: Params, metrics: dict[str, float])
     body = {"lineage": lineage, "params": blocks, "metrics": metrics}
     text = json.dumps(body, indent=1)
     return text if len(text) <= DESCRIPTION_LIMIT else json.dumps(body, separators=(",", ":"))
+
+
+def log_model_metrics(model_id: str, metrics: dict[str, float], test_split: Path) -> None:
+    """The test metrics on the logged model as well as on the run, so that MLflow 3's Models view and
+    `mlflow.search_logged_models` show them per model, against the held-out split as prepare logged it."""
+    import mlflow
+    from mlflow.entities import Dataset
+
+    dataset = Dataset(TEST_DATASET, file_md5(test_split), "local", str(test_split))
+    mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()}, model_id=model_id, dataset=dataset)
+
+
+def check_serving(decision: dict, model_uri: str, rows) -> dict:
+    """`decision` with the serving checks added, and passed only if they pass too: MLflow's
+    `validate_serving_input` on the model's saved serving example and on `rows` (the held-out split's first
+    rows) converted to the serving format, each expected to score every row it sends."""
+    import tempfile
+    import warnings
+
+    import mlflow
+    from mlflow.models import convert_input_example_to_serving_input
+    from mlflow.models.utils import load_serving_example
+
+    payloads = {
+        "serving_example": load_serving_example,
+        "test_rows": lambda _: convert_input_example_to_serving_input(rows),
+    }
+    with tempfile.TemporaryDirectory(prefix="churn-serving-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # validate_serving_input's deprecation notice
+        try:
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be fetched cannot be served
+            failed = {"passed": False, "error": f"cannot download {model_uri}: {first_line(exc)}"[:300]}
+            checks = dict.fromkeys(payloads, failed)
+        else:
+            checks = {name: _serves(local, payload) for name, payload in payloads.items()}
+    serving = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+    return {**decision, "serving": serving, "passed": bool(decision["passed"] and serving["passed"])}
+
+
+def _serves(model_path: str, payload) -> dict:
+    """One serving check: `payload(model_path)` is the JSON a client would send; it must score every row."""
+    from mlflow.models import validate_serving_input
+
+    try:
+        body = payload(model_path)
+        scored = validate_serving_input(model_path, body)
+        sent = len(json.loads(body).get("dataframe_split", {}).get("data", []))
+        if sent and len(scored) != sent:
+            return {"passed": False, "error": f"{len(scored)} predictions for {sent} rows"}
+    except Exception as exc:  # noqa: BLE001 - whatever breaks serving fails the check, in one line
+        return {"passed": False, "error": first_line(exc)[:300]}
+    return {"passed": True, "rows": len(scored)}

@@ -6,7 +6,13 @@ Every move of `champion` (by the register stage, `promote` or `rollback`) is rec
 model's tag `champion.history` (comma-separated versions, oldest first), so `rollback` knows the previous one.
 
 The gate is MLflow's own: `MetricThreshold`s checked by `mlflow.validate_evaluation_results`, with the
-thresholds from params (`register.thresholds`) and, against the champion, `min_absolute_change`.
+thresholds from params (`register.thresholds`) and, against the champion, `min_absolute_change`. A champion
+trained on other data (its `data.md5` tag differs) is not compared unless `register.allow_other_data`.
+
+A registration cut short (the process killed between creating the version and moving its aliases) heals: each
+new version carries the aliases it is due (`registry.aliases`) from its creation, and `registry.settled` once
+they are set; `settle` gives an unsettled version what it is still due, whenever the register stage finds it
+again or `churn.tools.registry sync` (run by `make run`) checks the registry against reports/register.json.
 The command line is churn.tools.registry.
 """
 
@@ -35,6 +41,9 @@ CHALLENGER = "challenger"
 HASH_TAG = "model.md5"
 METRIC_TAG = "metric."
 HISTORY_TAG = "champion.history"
+DUE_TAG = "registry.aliases"  # on a version: the aliases the register stage decided it gets
+SETTLED_TAG = "registry.settled"  # on a version: "true" once it has them
+DATA_TAG = "data.md5"
 HISTORY_LIMIT = 200  # versions kept in the history tag (a tag value holds at most 5,000 characters)
 
 
@@ -103,6 +112,9 @@ def failures(decision: dict[str, Any]) -> list[str]:
         else:
             needs = f"{at_least} champion's {best} {plus} {step}" if step else f"{at_least[0]} champion's {best}"
             lines.append(f"{name} = {value}: needs {needs}")
+    for name, check in decision.get("serving", {}).get("checks", {}).items():  # tracking.models.check_serving
+        if not check["passed"]:
+            lines.append(f"serving {name}: {check['error']}")
     return lines
 
 
@@ -182,20 +194,67 @@ def champion_version(client: MlflowClient, name: str):
         return None
 
 
+def other_data(candidate: Mapping[str, str], incumbent: Mapping[str, str]) -> str | None:
+    """Why two versions' test metrics cannot be compared (their `data.md5` tags differ), or None."""
+    ours, theirs = candidate.get(DATA_TAG, ""), incumbent.get(DATA_TAG, "")
+    if ours and theirs and ours != theirs:
+        return f"trained on other data (data.md5 {theirs[:8]}, this one {ours[:8]})"
+    return None
+
+
 def register(
-    client: MlflowClient, name: str, candidate: Candidate, *, primary_metric: str, min_improvement: float
+    client: MlflowClient,
+    name: str,
+    candidate: Candidate,
+    *,
+    primary_metric: str,
+    min_improvement: float,
+    allow_other_data: bool = False,
 ) -> Registration:
     """Register the candidate unless an identical version exists; then make it challenger, and champion when
-    there is none or it beats the champion on `primary_metric` (see `gate`)."""
+    there is none or it beats the champion on `primary_metric` (see `gate`). A champion trained on other data
+    is compared only with `allow_other_data`. An identical version still gets the aliases it was due (a
+    registration cut short heals here)."""
     from mlflow.exceptions import MlflowException
 
     same = find_identical(client, name, candidate.model_md5)
     if same is not None:
-        return Registration(same.version, False, False, f"identical to version {same.version}; no new version")
+        reason = f"identical to version {same.version}; no new version"
+        healed = settle(client, name, same)
+        if healed:
+            reason += f"; its registration had been cut short: made it {' and '.join(healed)}"
+        champion = champion_version(client, name)
+        return Registration(same.version, False, champion is not None and champion.version == same.version, reason)
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Churn probability from raw customer columns.")
+
+    incumbent = champion_version(client, name)
+    if incumbent is None:
+        wins, reason = True, "first version to pass the gate"
+    elif (why := other_data(candidate.tags, incumbent.tags)) and not allow_other_data:
+        wins = False
+        reason = (
+            f"not compared with champion version {incumbent.version}, {why}; "
+            "set register.allow_other_data: true to compare, or promote it"
+        )
+    else:
+        verdict = gate(
+            candidate.metrics,
+            {},
+            version_metrics(incumbent),
+            primary_metric=primary_metric,
+            min_improvement=min_improvement,
+        )
+        wins = verdict["passed"]
+        if wins:
+            gain = abs(verdict["champion"]["value"] - verdict["champion"]["champion"])
+            reason = f"beats version {incumbent.version} on {primary_metric} by {gain:.6f}"
+        else:
+            reason = f"does not beat champion version {incumbent.version}: {'; '.join(failures(verdict))}"
+    due = [CHALLENGER, CHAMPION] if wins else [CHALLENGER]
+
     metric_tags = {f"{METRIC_TAG}{k}": str(v) for k, v in candidate.metrics.items()}
     uri = candidate.model_uri
     # A tracking server insists that a `models:/<model id>` source comes with its model id (sqlite does not).
@@ -204,29 +263,41 @@ def register(
         name,
         source=uri,
         run_id=candidate.run_id,
-        tags={**candidate.tags, HASH_TAG: candidate.model_md5, **metric_tags},
+        tags={**candidate.tags, HASH_TAG: candidate.model_md5, **metric_tags, DUE_TAG: ",".join(due)},
         description=candidate.description,
         model_id=model_id,
     ).version
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    settle(client, name, client.get_model_version(name, version))
+    return Registration(version, True, wins, reason)
 
-    incumbent = champion_version(client, name)
-    if incumbent is None:
-        set_champion(client, name, version)
-        return Registration(version, True, True, "first version to pass the gate")
-    verdict = gate(
-        candidate.metrics,
-        {},
-        version_metrics(incumbent),
-        primary_metric=primary_metric,
-        min_improvement=min_improvement,
-    )
-    if verdict["passed"]:
-        set_champion(client, name, version)
-        gain = abs(verdict["champion"]["value"] - verdict["champion"]["champion"])
-        return Registration(version, True, True, f"beats version {incumbent.version} on {primary_metric} by {gain:.6f}")
-    reason = f"does not beat champion version {incumbent.version}: {'; '.join(failures(verdict))}"
-    return Registration(version, True, False, reason)
+
+def settle(client: MlflowClient, name: str, version) -> list[str]:
+    """Give a version the aliases it is due and has not had yet; returns those it was given (none once it
+    is settled). Due: those its `registry.aliases` tag names, except an alias that has since moved to a newer
+    version (a later registration wins); a version from before that tag gets champion (and challenger) only
+    when the registry has none. The version is then marked settled, so that later moves (promote, rollback)
+    are never undone."""
+    tags = version.tags
+    if tags.get(SETTLED_TAG) == "true":
+        return []
+    current = client.get_registered_model(name).aliases  # alias -> version
+    number = int(version.version)
+    if DUE_TAG in tags:
+        due = [alias for alias in tags[DUE_TAG].split(",") if alias]
+    else:
+        due = [alias for alias in (CHALLENGER, CHAMPION) if alias not in current]
+    given = []
+    for alias in due:
+        holder = current.get(alias)
+        if holder is not None and int(holder) >= number:
+            continue  # already there, or moved on to a newer version since
+        if alias == CHAMPION:
+            set_champion(client, name, version.version)
+        else:
+            client.set_registered_model_alias(name, alias, version.version)
+        given.append(alias)
+    client.set_model_version_tag(name, version.version, SETTLED_TAG, "true")
+    return given
 
 
 # --- champion history, promotion and rollback ----------------------------------------------------

@@ -1,5 +1,10 @@
 """A pipeline execution's stage runs: git and DVC context tags, one parent run per execution, and the
 stage run context manager (FINISHED, FAILED or KILLED, never left RUNNING by an exception).
+
+Nothing is left RUNNING for ever: every run records the host and process that logs it (`churn.host`,
+`churn.pid`, `churn.pid_start`, `churn.boot_id`), so a later run on that host can tell that the process is
+gone (SIGKILL, a crash, a reboot) and end the run KILLED (`end_dead_runs`). A parent's status follows its
+children: RUNNING while a stage runs, FAILED or KILLED if a stage's latest run is, FINISHED only when all are.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churn.errors import ChurnError
-from churn.system import caller_process, git
+from churn.system import boot_id, caller_process, git, process_alive, process_started
 from churn.timing import timed
 from churn.tracking.store import Store, connect, explain, redact
 
@@ -26,6 +31,12 @@ log = logging.getLogger(__name__)
 
 PIPELINE_TAG = "churn.pipeline"
 PARENT_TAG = "churn.role"
+HOST_TAG = "churn.host"
+PID_TAG = "churn.pid"
+PID_START_TAG = "churn.pid_start"
+BOOT_TAG = "churn.boot_id"
+STAGE_TAG = "dvc.stage"
+PARENT_ID_TAG = "mlflow.parentRunId"
 
 # --- git and DVC context -------------------------------------------------------------------------
 
@@ -104,10 +115,100 @@ def find_or_create_parent(store: Store, tags: dict[str, str]) -> str | None:
     )
     if found:
         return found[0].info.run_id
-    all_tags = context_registry.resolve_tags({**tags, PIPELINE_TAG: key_value, PARENT_TAG: "pipeline"})
-    run = store.client.create_run(store.experiment_id, run_name=run_name, tags=all_tags)
+    end_dead_runs(store)  # once per pipeline execution: what an earlier, killed one left RUNNING
+    parent_tags = {**tags, **process_tags(), PIPELINE_TAG: key_value, PARENT_TAG: "pipeline"}
+    run = store.client.create_run(
+        store.experiment_id, run_name=run_name, tags=context_registry.resolve_tags(parent_tags)
+    )
     log.info("MLflow parent run %s (%s)", run.info.run_id, run_name)
     return run.info.run_id
+
+
+# --- runs whose process is gone, and parents that follow their children ---------------------------
+
+
+def process_tags() -> dict[str, str]:
+    """The host and process that log this run: the process its caller started (under a fork server, the
+    client, whose death ends the forked stage too), with its start time so that a reused pid is not taken
+    for it, and this boot's id."""
+    origin = caller_process()
+    pid, started = origin if origin else (os.getpid(), None)
+    started = started if started and started > 0 else process_started(pid)
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        PID_START_TAG: f"{started:.2f}" if started is not None else "",
+        BOOT_TAG: boot_id(),
+    }
+
+
+def run_process_gone(tags: dict[str, str]) -> bool:
+    """Whether the process that logs a run (its process tags) is known to be gone: it ran on this host and
+    its pid is not running, or runs a later process, or this host rebooted since. False when it cannot be told
+    (another host, no process tags: runs of other tools or older code)."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    if tags.get(BOOT_TAG) and boot_id() and tags[BOOT_TAG] != boot_id():
+        return True
+    try:
+        started = float(tags[PID_START_TAG]) if tags.get(PID_START_TAG) else None
+    except ValueError:
+        started = None
+    return process_alive(int(tags[PID_TAG]), started) is False
+
+
+def settle_parent(store: Store, parent_id: str) -> str:
+    """End a parent run with its children's status (each stage's latest run): FAILED if one failed, else
+    KILLED if one was killed, else FINISHED; left as it is while one runs (RUNNING is returned). A parent
+    without children was left by a process killed before its first stage run began: KILLED."""
+    children = store.client.search_runs(
+        [store.experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}'", max_results=1000
+    )
+    latest: dict[str, Any] = {}
+    for child in sorted(children, key=lambda r: r.info.start_time or 0):
+        latest[child.data.tags.get(STAGE_TAG) or child.info.run_name or child.info.run_id] = child
+    statuses = {child.info.status for child in latest.values()}
+    status = next((s for s in ("RUNNING", "FAILED", "KILLED") if s in statuses), "FINISHED" if latest else "KILLED")
+    if status != "RUNNING":  # a stage that starts sets RUNNING itself (here it could undo a later stage's end)
+        store.client.set_terminated(parent_id, status)
+    return status
+
+
+def end_dead_runs(store: Store) -> list[str]:
+    """End KILLED every RUNNING run of this host whose process is gone (a SIGKILL, a crash, a reboot), and
+    settle the parents involved, including a parent left RUNNING by a process killed before its first stage
+    run began. Returns the run ids it ended; one log line when there are any."""
+    host = socket.gethostname().replace("'", "")
+    running = store.client.search_runs(
+        [store.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    ended, parents, names = [], set(), []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(PARENT_TAG) == "pipeline" or not run_process_gone(tags):
+            continue
+        note = f"process {tags[PID_TAG]} on {tags[HOST_TAG]} ended without ending this run (killed?)"
+        store.client.set_tag(run.info.run_id, "error", note)
+        store.client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+        names.append(tags.get(STAGE_TAG) or run.info.run_name or run.info.run_id)
+        if tags.get(PARENT_ID_TAG):
+            parents.add(tags[PARENT_ID_TAG])
+    for run in running:  # parents: those of the runs just ended, and any whose creator died before a child began
+        tags = run.data.tags
+        if tags.get(PARENT_TAG) == "pipeline" and (run.info.run_id in parents or run_process_gone(tags)):
+            parents.add(run.info.run_id)
+    for parent_id in parents:
+        settle_parent(store, parent_id)
+    if ended:
+        log.warning(
+            "marked %d MLflow run(s) KILLED whose process is gone (%s): killed before they could end",
+            len(ended),
+            ", ".join(names),
+        )
+    return ended
 
 
 # --- a stage's run -------------------------------------------------------------------------------
@@ -215,10 +316,13 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
             parent_id = find_or_create_parent(store, context)
         tags = {
             **context,
-            "dvc.stage": os.environ.get("DVC_STAGE", stage),
+            **process_tags(),
+            STAGE_TAG: os.environ.get("DVC_STAGE", stage),
             "data.md5": combined_md5(inputs) if inputs else "",
         }
         active = mlflow.start_run(experiment_id=store.experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags)
+        if parent_id:
+            store.client.update_run(parent_id, "RUNNING")  # a stage runs; an earlier one may have ended it
     except ChurnError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -233,7 +337,7 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
             store.client.set_tag(run.run_id, "error", str(exc)[:4000] or type(exc).__name__)
             mlflow.end_run(status)
             if parent_id:
-                store.client.set_terminated(parent_id, status)
+                settle_parent(store, parent_id)
         except Exception:  # noqa: BLE001 - the original error matters more
             log.warning("could not mark MLflow run %s as %s", run.run_id, status)
         raise
@@ -241,7 +345,7 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
         with phase("logging"):
             mlflow.end_run("FINISHED")
             if parent_id:
-                store.client.set_terminated(parent_id, "FINISHED")
+                settle_parent(store, parent_id)
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, store.uri) from None
 

@@ -1,0 +1,82 @@
+"""Data quality of the table prepare splits: rows with a blank target, rows that repeat an earlier row, test rows
+identical to a train row. Counted on the cleaned values (" 58 " and "58" are the same age); a row's identity is
+its features and target, never its id columns, because that is what the model sees and is scored on."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def duplicated(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """True for each row whose `columns` repeat an earlier row's (missing values compare equal)."""
+    return frame.duplicated(subset=columns, keep="first")
+
+
+def rows_seen(test: pd.DataFrame, train: pd.DataFrame, columns: list[str]) -> int:
+    """How many rows of `test` equal some row of `train` on `columns`."""
+    seen = set(pd.util.hash_pandas_object(train[columns], index=False))
+    return int(pd.util.hash_pandas_object(test[columns], index=False).isin(seen).sum())
+
+
+def report(
+    rows_raw: int,
+    blank_target: int,
+    duplicates: int,
+    dropped: int,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    columns: list[str],
+    target: str,
+    labels: tuple[str, str],
+) -> dict:
+    """reports/data_quality.json: the counts, and the rows of each label as the file spells it
+    (`labels` = (negative, positive); the register stage reads them from here)."""
+    positives = int(train[target].sum() + test[target].sum())
+    used = len(train) + len(test)
+    return {
+        "rows_raw": rows_raw,
+        "rows_blank_target": blank_target,
+        "rows_duplicate": duplicates,
+        "rows_duplicate_dropped": dropped,
+        "rows_used": used,
+        "test_rows_in_train": rows_seen(test, train, columns),
+        "rows_test": len(test),
+        "rows_per_label": {labels[0]: used - positives, labels[1]: positives},
+    }
+
+
+def labels_of(report: dict, positive_label: object) -> tuple[str, str]:
+    """(negative, positive) labels from a report, as the file spells them."""
+    positive = str(positive_label)
+    negative = next(label for label in report["rows_per_label"] if label != positive)
+    return negative, positive
+
+
+def warnings(report: dict, target: str, share: float, drop_duplicates: bool) -> list[str]:
+    """One line per count above `share` of its rows (params prepare.warn_share)."""
+
+    def above(count: int, total: int) -> bool:
+        return total > 0 and count / total > share
+
+    def part(count: int, total: int) -> str:
+        return f"{count} of {total} rows ({count / total:.1%})"
+
+    lines = []
+    raw, blank = report["rows_raw"], report["rows_blank_target"]
+    if above(blank, raw):
+        lines.append(f"{part(blank, raw)} have a blank {target} and were dropped")
+    labelled, duplicates = raw - blank, report["rows_duplicate"]
+    if above(duplicates, labelled):
+        action = (
+            "dropped before the split (prepare.drop_duplicates)"
+            if drop_duplicates
+            else "kept (set prepare.drop_duplicates: true to drop them)"
+        )
+        lines.append(f"{part(duplicates, labelled)} repeat an earlier row's features and {target}; {action}")
+    test, seen = report["rows_test"], report["test_rows_in_train"]
+    if above(seen, test):
+        lines.append(
+            f"{seen} of {test} test rows ({seen / test:.1%}) are identical to a train row, so test metrics "
+            "overstate the model; set prepare.drop_duplicates: true"
+        )
+    return lines

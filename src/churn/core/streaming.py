@@ -1,0 +1,376 @@
+"""The large-data path's pure parts: statistics gathered batch by batch, exact order statistics in a few
+passes of bounded memory, the hash split, the fitted preprocessor built from statistics, and score counts
+from which the metrics and curves are exact. No file, DVC or MLflow I/O: the stages pass the batches in.
+
+Memory is bounded by the batch size and by constants (a histogram of 2**16 counts per column), never by
+the number of rows: a table of 100M rows is summarised in the same few megabytes as one of 1,000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DIGIT_BITS = 16  # order statistics narrow the candidates 16 bits of the key at a time
+BUCKETS = 1 << DIGIT_BITS
+COLLECT = 1 << 22  # a bucket of at most this many candidates is collected and the value picked directly
+_SIGN = np.uint64(1 << 63)
+
+
+# --- keys: hashes and order-preserving integers ------------------------------------------------------------
+
+
+def split_keys(ids: pd.DataFrame, seed: int) -> np.ndarray:
+    """A 64-bit hash of each row of `ids` (the id columns, or the whole raw row), keyed by the seed.
+
+    The same id always gets the same key, whatever else is in the table and however it is batched: a
+    customer stays on its side of the split when rows are added, and duplicated ids never straddle it."""
+    key = hashlib.sha256(f"churn-split:{seed}".encode()).hexdigest()[:16]
+    return pd.util.hash_pandas_object(ids, index=False, hash_key=key).to_numpy(np.uint64)
+
+
+def in_test(keys: np.ndarray, test_size: float) -> np.ndarray:
+    """Rows whose key falls in the lowest `test_size` share of the 64-bit range go to the test split.
+
+    The rule ignores the class, so every class is split in the same proportion (up to binomial noise:
+    +-0.01% of a class at 100M rows); prepare reports the achieved shares per class."""
+    return keys < np.uint64(min(int(test_size * 2.0**64), 2**64 - 1))
+
+
+def position_keys(start: int, rows: int, seed: int) -> np.ndarray:
+    """Distinct pseudo-random 64-bit keys of row positions start..start+rows (splitmix64, a bijection),
+    so that a sample of the rows with the smallest keys is the same whatever the batch size."""
+    with np.errstate(over="ignore"):
+        x = np.arange(start, start + rows, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def float_keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving unsigned keys of float64 values (no NaN): a < b exactly when key(a) < key(b)."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
+    return np.where(bits >= _SIGN, ~bits, bits | _SIGN)
+
+
+def key_floats(keys: np.ndarray) -> np.ndarray:
+    """The inverse of float_keys."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    return np.where(keys >= _SIGN, keys & ~_SIGN, ~keys).view(np.float64)
+
+
+def top_digits(keys: np.ndarray) -> np.ndarray:
+    """A histogram of the keys' leading 16 bits: the first step of an exact order statistic."""
+    return np.bincount((keys >> np.uint64(64 - DIGIT_BITS)).astype(np.intp), minlength=BUCKETS)
+
+
+# --- exact order statistics --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Target:
+    group: Hashable
+    rank: int  # 0-based, among the candidates still matching `prefix`
+    bits: int = 0  # how many leading bits are fixed
+    prefix: int = 0
+    candidates: int = -1  # how many keys share the prefix (-1: not known yet)
+    found: int | None = None
+
+    def matches(self, keys: np.ndarray) -> np.ndarray | None:
+        if self.bits == 0:
+            return None
+        return (keys >> np.uint64(64 - self.bits)) == np.uint64(self.prefix)
+
+    def narrow(self, histogram: np.ndarray) -> None:
+        """Fix the next 16 bits from a histogram of them among the candidates."""
+        cumulative = np.cumsum(histogram)
+        digit = int(np.searchsorted(cumulative, self.rank, side="right"))
+        self.rank -= int(cumulative[digit - 1]) if digit else 0
+        self.prefix = (self.prefix << DIGIT_BITS) | digit
+        self.bits += DIGIT_BITS
+        self.candidates = int(histogram[digit])
+        if self.bits == 64:
+            self.found = self.prefix
+
+
+def select_keys(
+    read: Callable[[], Iterable[dict[Hashable, np.ndarray]]],
+    ranks: dict[Hashable, list[int]],
+    first: dict[Hashable, np.ndarray] | None = None,
+    collect: int = COLLECT,
+) -> dict[Hashable, list[int]]:
+    """The exact keys at the given 0-based ranks, per group, over batches that `read()` yields afresh on
+    every pass ({group: uint64 keys}). Each pass fixes 16 more leading bits (a histogram of 2**16 counts)
+    until few enough candidates remain to collect (`collect`); `first` holds histograms of the leading
+    16 bits already made (top_digits), which saves the first pass. At most 4 passes; usually 1."""
+    targets = [_Target(group, rank) for group, wanted in ranks.items() for rank in wanted]
+    for target in targets:
+        if first is not None and target.group in first:
+            target.narrow(first[target.group])
+    passes = 0
+    while any(t.found is None for t in targets):
+        passes += 1
+        pending = [t for t in targets if t.found is None]
+        histograms = {
+            id(t): np.zeros(BUCKETS, dtype=np.int64) for t in pending if t.candidates < 0 or t.candidates > collect
+        }
+        collected: dict[int, list[np.ndarray]] = {id(t): [] for t in pending if id(t) not in histograms}
+        for batch in read():
+            for t in pending:
+                keys = batch.get(t.group)
+                if keys is None or len(keys) == 0:
+                    continue
+                mask = t.matches(keys)
+                chosen = keys if mask is None else keys[mask]
+                if id(t) in collected:
+                    collected[id(t)].append(chosen)
+                else:
+                    shift = np.uint64(64 - t.bits - DIGIT_BITS)
+                    digits = ((chosen >> shift) & np.uint64(BUCKETS - 1)).astype(np.intp)
+                    histograms[id(t)] += np.bincount(digits, minlength=BUCKETS)
+        for t in pending:
+            if id(t) in collected:
+                values = np.concatenate(collected[id(t)]) if collected[id(t)] else np.empty(0, np.uint64)
+                t.found = int(np.partition(values, t.rank)[t.rank])
+            else:
+                t.narrow(histograms[id(t)])
+    log.debug("order statistics: %d targets in %d passes", len(targets), passes)
+    out: dict[Hashable, list[int]] = {group: [] for group in ranks}
+    for target in targets:
+        out[target.group].append(target.found)
+    return out
+
+
+# --- numeric and categorical statistics --------------------------------------------------------------------
+
+
+@dataclass
+class NumericSummary:
+    """One numeric column seen batch by batch: count, missing, mean and sum of squared deviations (merged
+    exactly as Chan et al. do), and a histogram of its values' leading key bits for the exact median."""
+
+    count: int = 0
+    missing: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    digits: np.ndarray = field(default_factory=lambda: np.zeros(BUCKETS, dtype=np.int64))
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        present = values[~np.isnan(values)]
+        self.missing += len(values) - len(present)
+        if not len(present):
+            return
+        n, mean = len(present), float(present.mean())
+        m2 = float(np.square(present - mean).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.digits += top_digits(float_keys(present))
+
+    def median_ranks(self) -> list[int]:
+        """The ranks whose values np.median averages (one rank for an odd count)."""
+        return sorted({(self.count - 1) // 2, self.count // 2}) if self.count else []
+
+
+def exact_medians(
+    summaries: dict[str, NumericSummary], read: Callable[[], Iterable[pd.DataFrame]], collect: int = COLLECT
+) -> dict[str, float]:
+    """The median of each column's present values, exactly as numpy computes it (the mean of the two middle
+    values for an even count; 0 for a column without values, as SimpleImputer(keep_empty_features=True)).
+    `read()` yields the columns' batches again for the passes the summaries' histograms do not settle."""
+    ranks = {name: s.median_ranks() for name, s in summaries.items() if s.count}
+
+    def keyed() -> Iterator[dict[Hashable, np.ndarray]]:
+        for frame in read():
+            out = {}
+            for name in ranks:
+                values = frame[name].to_numpy(dtype=np.float64)
+                out[name] = float_keys(values[~np.isnan(values)])
+            yield out
+
+    found = select_keys(keyed, ranks, first={name: summaries[name].digits for name in ranks}, collect=collect)
+    medians = {}
+    for name in summaries:
+        if name not in found:
+            medians[name] = 0.0
+            continue
+        values = key_floats(np.array(found[name], dtype=np.uint64))
+        medians[name] = float(values[0]) if len(values) == 1 else float((values[0] + values[1]) / 2)
+    return medians
+
+
+def imputed_moments(summary: NumericSummary, fill: float) -> tuple[int, float, float]:
+    """(rows, mean, variance) of the column after its missing values are replaced by `fill`: what a scaler
+    fitted after the imputer sees."""
+    total = summary.count + summary.missing
+    if total == 0:
+        return 0, 0.0, 0.0
+    delta = fill - summary.mean
+    mean = summary.mean + delta * summary.missing / total
+    m2 = summary.m2 + delta * delta * summary.count * summary.missing / total
+    return total, mean, m2 / total
+
+
+def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[str, dict[str, int]]) -> None:
+    """Add each categorical column's value counts to `counts`, missing values as the preprocessor imputes
+    them (the string "missing")."""
+    for name in columns:
+        column = frame[name].astype(object)
+        values = column.where(column.notna(), "missing")
+        target = counts.setdefault(name, {})
+        for value, n in values.value_counts(sort=False).items():
+            target[value] = target.get(value, 0) + int(n)
+
+
+# --- the fitted preprocessor from statistics ---------------------------------------------------------------
+
+
+def fit_from_statistics(
+    preprocessor,
+    sample: pd.DataFrame,
+    numeric: dict[str, NumericSummary],
+    medians: dict[str, float] | None,
+    categories: dict[str, dict[str, int]],
+):
+    """`preprocessor` (unfitted, from churn.core.features.build_preprocessor) fitted as if on the whole
+    table: its structure is fitted on `sample` (a few rows), then every learned statistic is replaced by
+    the one computed from the whole table's summaries (imputer fills, scaler moments, the one-hot encoder's
+    categories and infrequent groups). With `medians` None, the numeric fill is the mean."""
+    preprocessor.fit(sample)
+    for name, transformer, columns in preprocessor.transformers_:
+        if name == "num":
+            steps = transformer.named_steps
+            fills = [
+                (medians[c] if medians is not None else (numeric[c].mean if numeric[c].count else 0.0)) for c in columns
+            ]
+            steps["impute"].statistics_ = np.array(fills, dtype=np.float64)
+            if "scale" in steps:
+                moments = [imputed_moments(numeric[c], fill) for c, fill in zip(columns, fills, strict=True)]
+                scaler = steps["scale"]
+                scaler.mean_ = np.array([m[1] for m in moments], dtype=np.float64)
+                scaler.var_ = np.array([m[2] for m in moments], dtype=np.float64)
+                scale = np.sqrt(scaler.var_)
+                scaler.scale_ = np.where(scale < 10 * np.finfo(scale.dtype).eps, 1.0, scale)
+                scaler.n_samples_seen_ = type(scaler.n_samples_seen_)(moments[0][0])
+        elif name == "cat":
+            encoder = transformer.named_steps["onehot"]
+            dtype = encoder.categories_[0].dtype
+            encoder.categories_ = [np.array(sorted(categories[c]), dtype=dtype) for c in columns]
+            counts = [np.array([categories[c][v] for v in sorted(categories[c])], dtype=np.int64) for c in columns]
+            encoder._fit_infrequent_category_mapping(int(sum(counts[0])), counts, {})
+            encoder._set_drop_idx()
+            encoder._n_features_outs = encoder._compute_n_features_outs()
+    # The ColumnTransformer's record of where each part's outputs sit.
+    start, indices = 0, {}
+    for name, transformer, _ in preprocessor.transformers_:
+        if transformer == "drop":
+            continue
+        width = len(transformer.get_feature_names_out())
+        indices[name] = slice(start, start + width)
+        start += width
+    preprocessor.output_indices_ = {**preprocessor.output_indices_, **indices}
+    return preprocessor
+
+
+# --- scores ------------------------------------------------------------------------------------------------
+
+
+class ScoreCounts:
+    """The test split's (score, label) pairs, kept as distinct pairs with counts: the ROC and precision-
+    recall curves, their areas and every threshold metric computed from them with the counts as sample
+    weights are those of the full arrays (the cumulative counts are the same integers), in memory bounded
+    by the number of distinct scores, compacted as batches arrive."""
+
+    def __init__(self, compact_at: int = 1 << 22) -> None:
+        self.compact_at = compact_at
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending = 0
+        self.rows = 0
+
+    def update(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        labels = np.asarray(labels)
+        scores = np.asarray(scores)
+        self.rows += len(scores)
+        for label in (0, 1):
+            values, counts = np.unique(scores[labels == label], return_counts=True)
+            self._parts.append((values, np.full(len(values), label, dtype=np.int8), counts.astype(np.int64)))
+            self._pending += len(values)
+        if self._pending > self.compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._parts:
+            return
+        scores = np.concatenate([p[0] for p in self._parts])
+        labels = np.concatenate([p[1] for p in self._parts])
+        counts = np.concatenate([p[2] for p in self._parts])
+        parts = []
+        for label in (0, 1):
+            mine = labels == label
+            values, inverse = np.unique(scores[mine], return_inverse=True)
+            summed = np.bincount(inverse, weights=counts[mine], minlength=len(values)).astype(np.int64)
+            parts.append((values, np.full(len(values), label, dtype=np.int8), summed))
+        self._parts = parts
+        self._pending = sum(len(p[0]) for p in parts)
+        self.compact_at = max(self.compact_at, 2 * self._pending)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, scores, counts): one entry per distinct (score, label) pair."""
+        self._compact()
+        if not self._parts:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+        return (
+            np.concatenate([p[1] for p in self._parts]).astype(np.int64),
+            np.concatenate([p[0] for p in self._parts]),
+            np.concatenate([p[2] for p in self._parts]),
+        )
+
+
+def confusion_rows(matrix: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """(actual, predicted) rows for DVC's confusion template: one per test example up to `limit` examples;
+    past that, `limit` rows in the same proportions (largest remainders), since the template draws rows."""
+    counts = np.asarray(matrix, dtype=np.int64).ravel()
+    total = int(counts.sum())
+    if total > limit:
+        exact = counts * limit / total
+        scaled = np.floor(exact).astype(np.int64)
+        for index in np.argsort(-(exact - scaled), kind="stable")[: limit - int(scaled.sum())]:
+            scaled[index] += 1
+        counts = scaled
+    cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    return [cell for cell, n in zip(cells, counts.tolist(), strict=True) for _ in range(n)]
+
+
+class SeenKeys:
+    """A set of 64-bit row keys that grows batch by batch (8 bytes a distinct key): sorted runs, merged when
+    one is no longer than the next, so a lookup is a binary search in each of about log2(rows / batch) runs."""
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+
+    def first_seen(self, keys: np.ndarray) -> np.ndarray:
+        """True for each key seen neither earlier in `keys` nor in an earlier batch; remembers them all."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        unique, first = np.unique(keys, return_index=True)
+        seen = np.zeros(len(unique), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, unique), len(run) - 1)
+            seen |= run[at] == unique
+        out = np.zeros(len(keys), dtype=bool)
+        out[first[~seen]] = True
+        if (~seen).any():
+            self._runs.append(unique[~seen])
+        while len(self._runs) > 1 and len(self._runs[-2]) <= len(self._runs[-1]):
+            last = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")  # merges two runs
+        return out

@@ -1,0 +1,74 @@
+"""featurize, streaming: the preprocessor's statistics in one pass over the train split (the exact median may
+take one more pass over the numeric columns), then both splits transformed batch by batch.
+
+in: data/prepared/*.parquet | out: data/features/*.parquet, models/preprocessor.pkl | params: data, featurize,
+resources.batch_rows
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from churn.config import Params
+from churn.core.features import build_preprocessor, transform
+from churn.core.streaming import NumericSummary, count_categories, exact_medians, fit_from_statistics
+from churn.errors import DataError
+from churn.pipeline.batches import BatchWriter, iter_parquet
+from churn.pipeline.files import StagedOutputs, write_pickle
+from churn.pipeline.paths import FEATURES_TEST, FEATURES_TRAIN, PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
+from churn.tracking.runs import stage_run
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 1000  # rows the preprocessor's structure is fitted on before its statistics are replaced
+
+
+def fit(params: Params, path: Path = PREPARED_TRAIN):
+    """The preprocessor fitted on the whole file at `path`, from statistics gathered batch by batch."""
+    data, batch_rows = params.data, params.resources.batch_rows
+    numeric = {c: NumericSummary() for c in data.numerical}
+    categories: dict[str, dict[str, int]] = {}
+    sample = None
+    for frame in iter_parquet(path, batch_rows, [*data.numerical, *data.categorical]):
+        if sample is None:
+            sample = frame.head(SAMPLE_ROWS)
+        for name, summary in numeric.items():
+            summary.update(frame[name].to_numpy(dtype=np.float64))
+        count_categories(frame, data.categorical, categories)
+    if sample is None or sample.empty:
+        raise DataError(str(path), "no rows; run prepare first (dvc repro)")
+    medians = None
+    if params.featurize.numeric_impute == "median":
+        medians = exact_medians(numeric, lambda: iter_parquet(path, batch_rows, list(data.numerical)))
+    preprocessor = build_preprocessor(data, params.featurize)
+    return fit_from_statistics(preprocessor, sample, numeric, medians, categories)
+
+
+def transform_file(preprocessor, source: Path, dest: Path, target: str, batch_rows: int) -> int:
+    """Transform `source` into `dest` batch by batch; returns the number of feature columns."""
+    width = 0
+    with BatchWriter(dest) as writer:
+        for frame in iter_parquet(source, batch_rows):
+            features = transform(preprocessor, frame)
+            width = features.shape[1]
+            writer.write(features.assign(**{target: frame[target].to_numpy()}))
+    return width
+
+
+def run(params: Params) -> None:
+    target, batch_rows = params.data.target, params.resources.batch_rows
+    with StagedOutputs("featurize") as out:
+        with stage_run("featurize", params.mlflow, [PREPARED_TRAIN, PREPARED_TEST]) as run:
+            run.log_params({"featurize": params.featurize.model_dump(), "resources": {"batch_rows": batch_rows}})
+            preprocessor = fit(params)
+            staged = {str(p): out.path(p) for p in (FEATURES_TRAIN, FEATURES_TEST, PREPROCESSOR)}
+            width = transform_file(preprocessor, PREPARED_TRAIN, staged[str(FEATURES_TRAIN)], target, batch_rows)
+            transform_file(preprocessor, PREPARED_TEST, staged[str(FEATURES_TEST)], target, batch_rows)
+            write_pickle(preprocessor, staged[str(PREPROCESSOR)])
+            run.log_metrics({"n_features": width}, prefix="featurize.")
+            run.log_artifact(staged[str(PREPROCESSOR)], "preprocessor")
+            run.record_outputs(staged)
+        out.publish()

@@ -1,0 +1,272 @@
+"""Serve a registered model over HTTP, as `make serve` does: each row answered with its probability and its label
+as the training table spells it, every error a one-line JSON body, requests refused above a size limit.
+
+    python -m churn.tools.serve [--model models:/churn_model@champion] [--port 5001] [--max-request-mb 10]
+
+MLflow's scoring protocol, the parts a table model uses: POST /invocations with JSON `{"dataframe_split":
+{"columns": [...], "data": [[...], ...]}}` or `{"dataframe_records": [{...}, ...]}` (Content-Type
+application/json), or a CSV with a header (text/csv); GET /ping, /health and /version. The answer is
+`{"predictions": [{"<target>_probability": 0.81, "<target>_label": "Yes"}, ...]}`, one per row, in order.
+Rows are cleaned as `prepare` cleans the raw table and `churn.tools.predict` cleans a file (numbers from text,
+blanks and null as missing); the label and its threshold are the model's (see churn.tools.predict).
+
+Errors are `{"error_code": "...", "message": "<one line>"}` with 400 (a bad request: which column, row or key,
+and what was expected), 404, 405, 413 (over --max-request-mb), 415 (another content type) or 500 (the model
+failed: the details go to the server's log, never to the client).
+
+Why not `mlflow models serve`: MLflow 3.17's scoring server (mlflow/pyfunc/scoring_server) has no switch for
+either: a 400 carries the whole Python stack trace (`stack_trace`) and echoes the request back, and a body of
+any size is read into memory and parsed (a 50 MB request took the server from 314 MB to 1.15 GB). The
+model itself is the registered one, unchanged: `mlflow models serve -m models:/churn_model@champion` still
+works and answers [[p_negative, p_positive], ...] per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from churn.core.schema import clean_features
+from churn.errors import ChurnError, DataError
+from churn.system import first_line
+from churn.tools.predict import Scoring, check_columns, output_columns, score
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    Receive = Callable[[], Awaitable[dict]]
+    Send = Callable[[dict], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "request"  # what error messages call the request's table
+FORMATS = ("dataframe_split", "dataframe_records")
+JSON, CSV = "application/json", "text/csv"
+EXPECTED = "JSON with dataframe_split or dataframe_records (application/json), or a CSV with a header (text/csv)"
+DEFAULT_MAX_MB = 10.0
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and the one line that says why."""
+
+    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+# --- the request's table ----------------------------------------------------------------------------------------
+
+
+def _split_frame(payload: Any) -> pd.DataFrame:
+    if not isinstance(payload, dict) or not isinstance(payload.get("columns"), list):
+        raise RequestError(400, 'dataframe_split must be {"columns": [names], "data": [[values], ...]}')
+    columns, rows = payload["columns"], payload.get("data")
+    if not isinstance(rows, list):
+        raise RequestError(400, "dataframe_split.data must be a list of rows (lists of values)")
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) < len(columns):
+        raise RequestError(400, "dataframe_split.columns must be distinct column names (strings)")
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            got = f"{len(row)} values" if isinstance(row, list) else f"a {type(row).__name__}"
+            raise RequestError(400, f"dataframe_split.data[{index}] has {got}; expected {len(columns)} (the columns)")
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _records_frame(payload: Any) -> pd.DataFrame:
+    if not isinstance(payload, list):
+        raise RequestError(400, "dataframe_records must be a list of rows (objects of column: value)")
+    for index, row in enumerate(payload):
+        if not isinstance(row, dict):
+            raise RequestError(400, f"dataframe_records[{index}] must be an object of column: value")
+    return pd.DataFrame.from_records(payload).astype(object) if payload else pd.DataFrame()
+
+
+def parse_json(body: bytes) -> pd.DataFrame:
+    """The table of a JSON request body."""
+    if not body.strip():
+        raise RequestError(400, f"request body is empty; expected {EXPECTED}")
+    try:
+        payload = json.loads(body)
+    except UnicodeDecodeError:
+        raise RequestError(400, "request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise RequestError(400, f"request body is not valid JSON ({where})") from None
+    keys = sorted(set(payload) & set(FORMATS)) if isinstance(payload, dict) else []
+    if len(keys) != 1:
+        got = f"keys {sorted(payload)[:5]}" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
+        raise RequestError(400, f"request must be an object with exactly one of {', '.join(FORMATS)}; got {got}")
+    return _split_frame(payload[keys[0]]) if keys[0] == "dataframe_split" else _records_frame(payload[keys[0]])
+
+
+def parse_csv(body: bytes) -> pd.DataFrame:
+    """The table of a CSV request body (every cell as text, as churn.tools.predict reads a file)."""
+    if not body.strip():
+        raise RequestError(400, f"request body is empty; expected {EXPECTED}")
+    try:
+        return pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False, encoding="utf-8", engine="pyarrow")
+    except UnicodeDecodeError:
+        raise RequestError(400, "request body is not UTF-8 text") from None
+    except (ValueError, pd.errors.EmptyDataError) as exc:  # pandas' ParserError is a ValueError
+        raise RequestError(400, f"request body is not a readable CSV ({first_line(exc)[:200]})") from None
+
+
+def parse(body: bytes, content_type: str) -> pd.DataFrame:
+    """The request's table, by Content-Type (charset, if given, must be utf-8)."""
+    mime, *parameters = [part.strip() for part in content_type.split(";")]
+    charset = dict(p.partition("=")[::2] for p in parameters).get("charset", "utf-8").strip('"').lower()
+    if mime.lower() not in (JSON, CSV) or charset not in ("utf-8", "utf8"):
+        shown = content_type or "none"
+        raise RequestError(415, f"Content-Type {shown!r} is not supported; send {EXPECTED}", "UNSUPPORTED_MEDIA_TYPE")
+    return parse_json(body) if mime.lower() == JSON else parse_csv(body)
+
+
+# --- scoring ----------------------------------------------------------------------------------------------------
+
+
+def predictions(frame: pd.DataFrame, model, scoring: Scoring) -> list[dict[str, Any]]:
+    """Each row's probability and label; a bad row or column is a RequestError naming it."""
+    if frame.empty:
+        raise RequestError(400, "no rows to score")
+    try:
+        check_columns(frame, scoring.required, SOURCE, "the model")
+        features = clean_features(frame, scoring.numerical, scoring.categorical, SOURCE)
+    except DataError as exc:
+        raise RequestError(400, str(exc)) from None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        scored = score(features, pd.DataFrame(index=frame.index), model, scoring)
+    except MlflowException as exc:  # the model's signature refused a value
+        raise RequestError(400, f"{SOURCE}: rejected by the model's signature: {first_line(exc)[:300]}") from None
+    prob_col, label_col = output_columns(scoring.target)
+    return [
+        {prob_col: float(p), label_col: label.item() if hasattr(label, "item") else label}
+        for p, label in zip(scored[prob_col], scored[label_col], strict=True)
+    ]
+
+
+# --- the ASGI application ---------------------------------------------------------------------------------------
+
+
+class Disconnected(Exception):
+    """The client went away before sending its whole request."""
+
+
+class App:
+    """A plain ASGI application (run by uvicorn) around one loaded model."""
+
+    def __init__(self, model, scoring: Scoring, max_bytes: int, model_uri: str = "") -> None:
+        self.model, self.scoring, self.max_bytes, self.model_uri = model, scoring, max_bytes, model_uri
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            status, body = await self._route(scope, receive)
+        except RequestError as exc:
+            status, body = exc.status, {"error_code": exc.code, "message": str(exc)}
+        except Disconnected:
+            return
+        except Exception:  # the details are the server's (its log), the client gets one line
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            status, body = 500, {"error_code": "INTERNAL_ERROR", "message": "the model failed; see the server log"}
+        await _respond(send, status, body)
+
+    async def _route(self, scope: dict, receive: Receive) -> tuple[int, Any]:
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        body = await self._body(headers, receive)  # whatever the path: the connection stays usable
+        routes = {"/ping": "GET", "/health": "GET", "/version": "GET", "/invocations": "POST"}
+        if path not in routes:
+            raise RequestError(404, f"no such path {path!r}; POST /invocations scores rows", "NOT_FOUND")
+        if method != routes[path]:
+            raise RequestError(405, f"{path} takes {routes[path]}, not {method}", "METHOD_NOT_ALLOWED")
+        if path in ("/ping", "/health"):
+            return 200, {"status": "ok"}
+        if path == "/version":
+            from mlflow.version import VERSION
+
+            return 200, {"mlflow": VERSION, "model": self.model_uri}
+        frame = parse(body, headers.get("content-type", ""))
+        return 200, {"predictions": await asyncio.to_thread(predictions, frame, self.model, self.scoring)}
+
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The request body, refused (413) once it passes the limit; the rest is read and dropped, so the
+        client gets the answer and memory holds at most the limit."""
+        declared = headers.get("content-length", "")
+        too_big = declared.isdigit() and int(declared) > self.max_bytes
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            too_big = too_big or size > self.max_bytes
+            if not too_big:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if too_big:
+            megabytes = self.max_bytes / 2**20
+            raise RequestError(
+                413,
+                f"request body is {max(size, int(declared or 0))} bytes, over the limit of {megabytes:g} MB "
+                "(--max-request-mb); send fewer rows per request",
+                "REQUEST_LIMIT_EXCEEDED",
+            )
+        return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: Any) -> None:
+    data = json.dumps(body, allow_nan=False).encode() + b"\n"
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+# --- command line ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    from churn.cli import run_cli
+    from churn.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m churn.tools.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model URI (default: models:/<register.model_name>@champion)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5001, help="port (default: 5001)")
+    parser.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_MB, help="largest request body in MB")
+    parser.add_argument("--threshold", type=float, help="label threshold (default: the model's)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+
+    def _main() -> None:
+        import uvicorn
+
+        from churn.tools.predict import load_model, scoring_of
+
+        if args.max_request_mb <= 0:
+            raise ChurnError(f"--max-request-mb must be > 0, got {args.max_request_mb:g}")
+        if args.threshold is not None and not 0 < args.threshold < 1:
+            raise ChurnError(f"--threshold must be in (0, 1), got {args.threshold}")
+        params = load_params(args.params)
+        uri = args.model or f"models:/{params.register.model_name}@champion"
+        model = load_model(uri, params.mlflow.tracking_uri)
+        app = App(model, scoring_of(model, params, args.threshold), int(args.max_request_mb * 2**20), uri)
+        where = f"http://{args.host}:{args.port}/invocations"
+        log.info("serving %s on %s (requests up to %g MB)", uri, where, args.max_request_mb)
+        uvicorn.run(app, host=args.host, port=args.port, lifespan="off", log_level="info", access_log=False)
+
+    run_cli(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The large-data path forced at small scale (resources.streaming_rows 0, batches of a few rows) on 400 generated
+customers: featurize writes the default path's features, evaluate the default path's metrics for the same model,
+prepare splits by hash whatever the batch size, and xgboost trains from external memory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config import load_params
+from churn.errors import ChurnError
+from churn.pipeline import evaluate, featurize, prepare, train
+from churn.pipeline.files import read_pickle
+
+pytestmark = pytest.mark.slow  # a dozen stage runs with a real MLflow store
+
+BATCH = 7  # rows per batch: every statistic is merged across dozens of batches
+
+
+def resources(params, **values):
+    return params.model_copy(update={"resources": params.resources.model_copy(update=values)})
+
+
+def streaming(params, **values):
+    return resources(params, streaming_rows=0, batch_rows=BATCH, **values)
+
+
+def _reports(root) -> dict:
+    reports = root / "reports"
+    return {
+        "metrics": json.loads((reports / "metrics.json").read_text()),
+        "roc": json.loads((reports / "plots" / "roc.json").read_text()),
+        "prc": json.loads((reports / "plots" / "prc.json").read_text()),
+        "report": json.loads((reports / "classification_report.json").read_text()),
+        "importance": json.loads((reports / "feature_importance.json").read_text()),
+        "confusion": pd.read_csv(reports / "plots" / "confusion.csv").value_counts().sort_index(),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(module_workspace):
+    """The default path's prepare, featurize, train, evaluate; then featurize and evaluate streaming."""
+    root, params = module_workspace, load_params()
+    prepare.run(params)
+    featurize.run(params)
+    default = {
+        "train": pd.read_parquet(root / "data/features/train.parquet"),
+        "test": pd.read_parquet(root / "data/features/test.parquet"),
+        "preprocessor": read_pickle(root / "models/preprocessor.pkl"),
+    }
+    train.run(params)
+    evaluate.run(params)
+    default["reports"] = _reports(root)
+    featurize.run(streaming(params))
+    streamed = {
+        "train": pd.read_parquet(root / "data/features/train.parquet"),
+        "test": pd.read_parquet(root / "data/features/test.parquet"),
+        "preprocessor": read_pickle(root / "models/preprocessor.pkl"),
+    }
+    shutil.copy(root / "data/features/test.parquet", root / "streamed-test.parquet")
+    # evaluate on the default path's test features and model, streaming
+    default["test"].to_parquet(root / "data/features/test.parquet", index=False)
+    (root / "models/preprocessor.pkl").unlink()
+    shutil.copy(root / "models/model.pkl", root / "model.pkl")
+    import pickle
+
+    (root / "models/preprocessor.pkl").write_bytes(pickle.dumps(default["preprocessor"]))
+    evaluate.run(streaming(params))
+    streamed["reports"] = _reports(root)
+    return SimpleNamespace(root=root, params=params, default=default, streamed=streamed)
+
+
+def test_featurize_streaming_writes_the_default_features(runs):
+    for split in ("train", "test"):
+        a, b = runs.default[split], runs.streamed[split]
+        assert list(a.columns) == list(b.columns)
+        assert a.dtypes.equals(b.dtypes)
+        onehot = [c for c in a.columns if c.startswith("cat__")] + ["churn"]
+        pd.testing.assert_frame_equal(a[onehot], b[onehot])  # categories and infrequent groups: exactly
+        np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-12, atol=1e-12)  # scaler: float noise
+
+
+def test_streaming_preprocessor_learns_the_same_statistics(runs):
+    a, b = runs.default["preprocessor"], runs.streamed["preprocessor"]
+    impute = [t.named_transformers_["num"].named_steps["impute"].statistics_ for t in (a, b)]
+    np.testing.assert_array_equal(impute[0], impute[1])  # the median, exactly
+    scale = [t.named_transformers_["num"].named_steps["scale"] for t in (a, b)]
+    np.testing.assert_allclose(scale[1].mean_, scale[0].mean_, rtol=1e-13)
+    np.testing.assert_allclose(scale[1].var_, scale[0].var_, rtol=1e-12)
+    encoders = [t.named_transformers_["cat"].named_steps["onehot"] for t in (a, b)]
+    for left, right in zip(encoders[0].categories_, encoders[1].categories_, strict=True):
+        assert left.tolist() == right.tolist()
+    assert encoders[0].infrequent_categories_ == encoders[1].infrequent_categories_ or all(
+        (x is None and y is None) or list(x) == list(y)
+        for x, y in zip(encoders[0].infrequent_categories_, encoders[1].infrequent_categories_, strict=True)
+    )
+    assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
+    assert a.output_indices_ == b.output_indices_
+
+
+def test_evaluate_streaming_metrics_equal_the_default_within_1e9(runs):
+    a, b = runs.default["reports"], runs.streamed["reports"]
+    assert a["metrics"].keys() == b["metrics"].keys()
+    for name, value in a["metrics"].items():
+        assert abs(b["metrics"][name] - value) <= 1e-9, name
+    assert a["roc"] == b["roc"]
+    assert a["prc"] == b["prc"]
+    assert a["report"] == b["report"]
+    assert a["importance"] == b["importance"]
+    pd.testing.assert_series_equal(a["confusion"], b["confusion"])  # the same rows, in another order
+
+
+def test_evaluate_streaming_unrounded_metrics_equal_the_default(runs):
+    """Before rounding to 6 digits: the weighted (score, label) counts give the full arrays' metrics."""
+    from churn.core import evaluation
+    from churn.core.streaming import ScoreCounts
+
+    model = read_pickle(runs.root / "model.pkl")
+    test = runs.default["test"]
+    proba = model.predict_proba(test.drop(columns=["churn"]).to_numpy())[:, 1]
+    y = test["churn"].to_numpy()
+    counts = ScoreCounts(compact_at=5)
+    for start in range(0, len(y), BATCH):
+        counts.update(y[start : start + BATCH], proba[start : start + BATCH])
+    labels, scores, weights = counts.arrays()
+    digits = evaluation.DIGITS
+    try:
+        evaluation.DIGITS = 17
+        full = evaluation.classification_metrics(y, proba, 0.5)
+        weighted = evaluation.classification_metrics(labels, scores, 0.5, sample_weight=weights)
+    finally:
+        evaluation.DIGITS = digits
+    for name, value in full.items():
+        assert abs(weighted[name] - value) <= 1e-12, name
+
+
+def test_prepare_streaming_splits_by_hash_whatever_the_batch_size(runs, monkeypatch):
+    root, params = runs.root, runs.params
+    outputs = {}
+    for batch in (BATCH, 1000):
+        monkeypatch.setenv("CHURN_PIPELINE_KEY", f"prepare-batches-{batch}")  # another execution: other params
+        prepare.run(resources(params, streaming_rows=0, batch_rows=batch))
+        outputs[batch] = {
+            split: pd.read_parquet(root / f"data/prepared/{split}.parquet") for split in ("train", "test")
+        }
+        outputs[batch]["quality"] = json.loads((root / "reports/data_quality.json").read_text())
+    for split in ("train", "test"):
+        pd.testing.assert_frame_equal(outputs[BATCH][split], outputs[1000][split])
+    assert outputs[BATCH]["quality"] == outputs[1000]["quality"]
+    first, second = outputs[BATCH]["train"], outputs[BATCH]["test"]
+    assert len(first) + len(second) == 400
+    assert not set(first["customer_id"]) & set(second["customer_id"])
+    assert 0.12 < len(second) / 400 < 0.28  # test_size 0.2, up to the hash's binomial noise on 400 rows
+    data = params.data
+    assert list(first.columns) == [*data.id_columns, *data.numerical, *data.categorical, data.target]
+    assert first["total_charges"].dtype == "float64"
+    quality = outputs[BATCH]["quality"]
+    assert quality["test_rows_in_train"] == 0 and quality["rows_used"] == 400
+
+
+def test_prepare_streaming_drops_repeated_rows_like_the_default(runs, monkeypatch):
+    from churn.core import quality
+
+    root, params = runs.root, runs.params
+    raw = pd.read_csv(root / params.data.raw_path, dtype=str, keep_default_na=False)
+    repeated = pd.concat([raw, raw.iloc[[3, 50, 50, 399]].assign(customer_id=lambda f: f["customer_id"] + "x")])
+    repeated.to_csv(root / "repeated.csv", index=False)
+    data = params.data.model_copy(update={"raw_path": "repeated.csv"})
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "repeated")
+    prepare.run(resources(params.model_copy(update={"data": data}), streaming_rows=0, batch_rows=BATCH))
+    report = json.loads((root / "reports/data_quality.json").read_text())
+    from churn.core.schema import validate_and_clean
+
+    clean = validate_and_clean(repeated.reset_index(drop=True), data, "x")
+    expected = int(quality.duplicated(clean, [*data.features, data.target]).sum())
+    assert report["rows_duplicate"] == expected >= 4
+    assert report["rows_duplicate_dropped"] == expected
+    assert report["rows_used"] == 404 - expected
+
+
+def test_prepare_streaming_names_the_row_of_a_bad_value(runs, monkeypatch):
+    from churn.errors import DataError
+
+    root, params = runs.root, runs.params
+    raw = pd.read_csv(root / params.data.raw_path, dtype=str, keep_default_na=False)
+    raw.loc[123, "age"] = "forty"
+    raw.to_csv(root / "bad.csv", index=False)
+    data = params.data.model_copy(update={"raw_path": "bad.csv"})
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "bad")
+    with pytest.raises(DataError, match=r"bad.csv: column 'age' must be numeric, found 'forty' at data row 124"):
+        prepare.run(resources(params.model_copy(update={"data": data}), streaming_rows=0, batch_rows=BATCH))
+
+
+def test_xgboost_trains_from_external_memory(runs, monkeypatch):
+    root, params = runs.root, runs.params
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "xgboost")
+    prepare.run(params)
+    featurize.run(params)
+    xgb = params.model.model_copy(update={"type": "xgboost"})
+    model_params = params.model_copy(update={"model": xgb})
+    train.run(model_params)
+    in_memory = read_pickle(root / "models/model.pkl")
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "xgboost-external")
+    train.run(resources(model_params, external_memory_rows=0, batch_rows=50, cv_sample_rows=200))
+    external = read_pickle(root / "models/model.pkl")
+    assert type(external) is type(in_memory)
+    assert repr(external.get_params()) == repr(in_memory.get_params())  # (repr: `missing` is nan)
+    test = pd.read_parquet(root / "data/features/test.parquet")
+    x, y = test.drop(columns=["churn"]).to_numpy(), test["churn"].to_numpy()
+    from sklearn.metrics import roc_auc_score
+
+    auc = [roc_auc_score(y, m.predict_proba(x)[:, 1]) for m in (in_memory, external)]
+    assert abs(auc[0] - auc[1]) < 0.03, auc
+    cv = json.loads((root / "reports/cv_metrics.json").read_text())
+    assert 0.6 < cv["roc_auc"] <= 1.0
+    assert not list(root.glob(".staging-*"))  # xgboost's pages went with the staging folder
+
+
+def test_other_families_stop_past_the_external_memory_threshold(runs):
+    params = resources(runs.params, external_memory_rows=10)
+    with pytest.raises(ChurnError, match=r"model.type logistic_regression trains in memory .* use model.type xgboost"):
+        train.run(params)

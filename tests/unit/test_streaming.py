@@ -1,0 +1,199 @@
+"""The large-data path's pure parts (churn.core.streaming, churn.core.batch_cleaning) against what they stand in
+for: numpy's median, sklearn's fitted preprocessor and metrics, pandas' duplicated, validate_and_clean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from churn.config import load_params
+from churn.core import streaming as s
+from churn.core.batch_cleaning import CleanBatches
+from churn.core.features import build_preprocessor, transform
+from churn.core.generate import generate
+from churn.core.schema import validate_and_clean
+from churn.errors import DataError
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def clean(params):
+    raw = generate(2000, 5).astype(str)
+    raw.loc[raw.index % 17 == 0, "total_charges"] = ""
+    raw.loc[raw.index % 23 == 0, "payment_method"] = ""
+    return validate_and_clean(raw, params.data, "x")
+
+
+def _batches(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+    return [frame.iloc[i : i + rows] for i in range(0, len(frame), rows)]
+
+
+@pytest.mark.parametrize("collect", [1, 10, s.COLLECT])
+def test_exact_medians_equal_numpy(collect):
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        x = np.round(rng.normal(0, 1e3, size=int(rng.integers(1, 3000))), trial % 3)
+        if trial % 4 == 0:
+            x = np.concatenate([x, np.zeros(2000), -np.ones(5)])
+        x[rng.random(len(x)) < 0.1] = np.nan
+        frames = [pd.DataFrame({"a": part}) for part in np.array_split(x, 7)]
+        summary = s.NumericSummary()
+        for frame in frames:
+            summary.update(frame["a"].to_numpy())
+        median = s.exact_medians({"a": summary}, lambda frames=frames: iter(frames), collect=collect)["a"]
+        assert median == np.median(x[~np.isnan(x)])
+        present = x[~np.isnan(x)]
+        assert summary.count == len(present) and summary.missing == len(x) - len(present)
+        np.testing.assert_allclose([summary.mean, summary.m2 / len(present)], [present.mean(), present.var()])
+
+
+def test_keys_keep_order_and_are_batch_independent():
+    values = np.array([-np.inf, -2.0, -0.5, 0.0, 1e-300, 3.0, np.inf])
+    keys = s.float_keys(values)
+    assert (np.diff(keys.astype(object)) > 0).all()
+    np.testing.assert_array_equal(s.key_floats(keys), values)
+    whole = s.position_keys(0, 1000, 3)
+    assert len(np.unique(whole)) == 1000
+    np.testing.assert_array_equal(whole, np.concatenate([s.position_keys(0, 400, 3), s.position_keys(400, 600, 3)]))
+
+
+@pytest.mark.parametrize(
+    ("impute", "scale", "frequency"), [("median", True, 10), ("mean", False, 200), ("median", True, 1)]
+)
+def test_preprocessor_from_statistics_is_the_fitted_one(params, clean, impute, scale, frequency):
+    settings = params.featurize.model_copy(
+        update={"numeric_impute": impute, "scale": scale, "min_category_frequency": frequency}
+    )
+    fitted = build_preprocessor(params.data, settings).fit(clean)
+    numeric = {c: s.NumericSummary() for c in params.data.numerical}
+    categories: dict = {}
+    batches = _batches(clean, 7)
+    for batch in batches:
+        for name, summary in numeric.items():
+            summary.update(batch[name].to_numpy())
+        s.count_categories(batch, params.data.categorical, categories)
+    medians = s.exact_medians(numeric, lambda: iter(batches)) if impute == "median" else None
+    built = s.fit_from_statistics(
+        build_preprocessor(params.data, settings), clean.head(5), numeric, medians, categories
+    )
+    expected, got = transform(fitted, clean), transform(built, clean)
+    assert list(got.columns) == list(expected.columns)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12)
+    assert fitted.output_indices_ == built.output_indices_
+    a = fitted.named_transformers_["cat"].named_steps["onehot"]
+    b = built.named_transformers_["cat"].named_steps["onehot"]
+    for name in ("_infrequent_indices", "_default_to_infrequent_mappings", "_n_features_outs", "drop_idx_"):
+        assert repr(getattr(a, name)) == repr(getattr(b, name)), name
+    if impute == "median":
+        statistics = [t.named_transformers_["num"].named_steps["impute"].statistics_ for t in (fitted, built)]
+        np.testing.assert_array_equal(*statistics)
+
+
+def test_score_counts_give_the_full_arrays_metrics_and_curves():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 3000)
+    proba = np.clip(np.round(rng.random(3000) * 0.6 + y * 0.3, 3), 0, 1).astype(np.float32)
+    counts = s.ScoreCounts(compact_at=50)
+    for start in range(0, 3000, 97):
+        counts.update(y[start : start + 97], proba[start : start + 97])
+    labels, scores, weights = counts.arrays()
+    assert weights.sum() == 3000 and len(scores) < 3000
+    for metric in (skm.roc_auc_score, skm.average_precision_score, skm.brier_score_loss):
+        weighted = metric(labels, scores.astype(np.float64), sample_weight=weights)
+        assert abs(weighted - metric(y, proba.astype(np.float64))) <= 1e-12
+    from churn.core.evaluation import classification_metrics
+
+    assert classification_metrics(labels, scores, 0.5, sample_weight=weights) == classification_metrics(y, proba, 0.5)
+    full = skm.roc_curve(y, proba)
+    weighted = skm.roc_curve(labels, scores, sample_weight=weights)
+    for a, b in zip(full, weighted, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_confusion_rows_keep_counts_then_proportions():
+    rows = s.confusion_rows(np.array([[5, 3], [2, 7]]), 100)
+    assert pd.Series(rows).value_counts().to_dict() == {(0, 0): 5, (0, 1): 3, (1, 0): 2, (1, 1): 7}
+    scaled = s.confusion_rows(np.array([[5000, 3000], [2000, 7001]]), 100)
+    assert len(scaled) == 100
+    assert pd.Series(scaled).value_counts().to_dict() == {(0, 0): 29, (0, 1): 18, (1, 0): 12, (1, 1): 41}
+
+
+def test_hash_split_follows_the_row_not_the_batch(params, clean):
+    identity = [*params.data.features, params.data.target]
+    keys = s.split_keys(clean[identity], seed=42)
+    batched = np.concatenate([s.split_keys(b[identity], seed=42) for b in _batches(clean, 13)])
+    np.testing.assert_array_equal(keys, batched)
+    assert not np.array_equal(keys, s.split_keys(clean[identity], seed=43))
+    test = s.in_test(keys, 0.2)
+    for label in (0, 1):  # every class split alike, up to binomial noise
+        assert abs(test[clean[params.data.target].to_numpy() == label].mean() - 0.2) < 0.04
+    twice = pd.concat([clean, clean.head(50)], ignore_index=True)
+    twice_keys = s.split_keys(twice[identity], seed=42)
+    np.testing.assert_array_equal(s.in_test(twice_keys[-50:], 0.2), test[:50])  # a repeat lands on the same side
+
+
+def test_seen_keys_find_the_repeats_pandas_finds(params, clean):
+    identity = [*params.data.features, params.data.target]
+    frame = pd.concat([clean, clean.sample(300, random_state=1), clean.head(10)], ignore_index=True)
+    keys = s.split_keys(frame[identity], seed=0)
+    seen = s.SeenKeys()
+    first = np.concatenate([seen.first_seen(keys[i : i + 37]) for i in range(0, len(keys), 37)])
+    np.testing.assert_array_equal(first, ~frame.duplicated(subset=identity).to_numpy())
+
+
+def test_clean_batches_match_validate_and_clean(params):
+    raw = generate(300, 9).astype(str)
+    raw.loc[[4, 40], "churn"] = ""
+    cleaner = CleanBatches(params.data, "x")
+    parts = []
+    for start in range(0, 300, 11):
+        batch = raw.iloc[start : start + 11]
+        parts.append(cleaner.clean(batch))
+    cleaner.finish()
+    expected = validate_and_clean(raw, params.data, "x")
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected)
+    assert cleaner.unlabeled == 2 and cleaner.labels() == ("0", "1")
+
+
+def test_clean_batches_name_the_file_row_and_check_the_whole_table(params):
+    raw = generate(50, 9).astype(str)
+    raw.loc[33, "tenure"] = "soon"
+    cleaner = CleanBatches(params.data, "x.csv")
+    with pytest.raises(DataError, match=r"x.csv: column 'tenure' must be numeric, found 'soon' at data row 34"):
+        for start in range(0, 50, 8):
+            cleaner.clean(raw.iloc[start : start + 8])
+    one_class = CleanBatches(params.data, "x.csv")
+    one_class.clean(raw.iloc[:5].assign(churn="0"))
+    with pytest.raises(DataError, match=r"target 'churn' has one class \(0\); need two"):
+        one_class.finish()
+
+
+def test_resources_block_errors_are_one_line(params_raw):
+    from churn.config import parse_params
+    from churn.errors import ChurnError
+
+    params_raw["resources"]["batch_rows"] = 0
+    with pytest.raises(ChurnError, match=r"^params.yaml: resources.batch_rows must be an integer >= 1, got 0$"):
+        parse_params(params_raw)
+    params_raw["resources"]["batch_rows"] = 10
+    params_raw["resources"]["dask_scheduler"] = 8786
+    with pytest.raises(ChurnError, match=r"resources.dask_scheduler must be a Dask scheduler address"):
+        parse_params(params_raw)
+
+
+def test_scheduler_from_params_else_the_environment(params_raw, monkeypatch):
+    from churn.config import parse_params
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert parse_params(params_raw).resources.scheduler() == ""  # the default: no Dask
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://env:8786")
+    assert parse_params(params_raw).resources.scheduler() == "tcp://env:8786"
+    params_raw["resources"]["dask_scheduler"] = "tcp://params:8786"
+    assert parse_params(params_raw).resources.scheduler() == "tcp://params:8786"
