@@ -36,7 +36,8 @@ def with_make(root: Path) -> None:
 def registry_version(root: Path, number: str = "1"):
     from mlflow import MlflowClient
 
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_model_version("churn_model", number)
+    uri = f"sqlite:///{root / 'mlflow.db'}"  # registry too: an earlier test may have set MLflow's global one
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("churn_model", number)
 
 
 @pytest.fixture(scope="module")
