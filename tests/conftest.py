@@ -18,6 +18,26 @@ REPO = Path(__file__).resolve().parents[1]
 TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
 
 
+@pytest.fixture(autouse=True)
+def isolated_process_state():
+    """Each test starts from the same process state: environment variables and MLflow's process-wide tracking
+    and registry URIs are restored after it (tests that run stages or scoring in-process set them)."""
+    uris = (
+        ("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+        ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+    )
+
+    def mlflow_uris() -> dict:
+        return {(m, n): getattr(sys.modules[m], n, None) for m, n in uris if m in sys.modules}
+
+    environ, before = dict(os.environ), mlflow_uris()
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    for (module, name), _ in mlflow_uris().items():
+        setattr(sys.modules[module], name, before.get((module, name)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_servers():
     """Stages run by the tests' `dvc repro` use warm stage servers (warmfork) of this session only, in a

@@ -24,8 +24,10 @@ COPIED = ("src", "bin", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "
 
 def project_env(**extra: str) -> dict[str, str]:
     """Environment for the project's commands and DVC: this interpreter's venv first, nothing inherited that
-    would redirect a run (DVC_*, MLFLOW_*, CHURN_*), a git identity if none is set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "CHURN_"))}
+    would redirect a run (DVC_*, MLFLOW_*, CHURN_*) or make a `make` behave as a sub-make (MAKEFLAGS...), a git
+    identity if none is set."""
+    inherited = ("DVC_", "MLFLOW_", "CHURN_", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     for name, value in (("NAME", "sandbox"), ("EMAIL", "sandbox@localhost")):
