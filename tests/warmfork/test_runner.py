@@ -58,7 +58,7 @@ def test_start_waits_until_the_server_answers_and_stop_ends_it(runner):
 
 def test_stop_ends_this_environments_server_and_stop_all_every_one(runner):
     mine = runner.start()
-    other = runner.start(OMP_NUM_THREADS="1")  # another key: another server
+    other = runner.start(OMP_NUM_THREADS="7")  # another key: another server (7: not what a test may have set)
     assert mine != other
     runner.cli("--stop")
     wait_until(lambda: not alive(mine), "--stop did not stop this environment's server")
@@ -85,7 +85,7 @@ def test_what_a_fork_would_inherit_selects_another_server(runner, tmp_path):
 
     base = key()
     assert base == key(PROBE_VAR="x", DVC_ROOT="/elsewhere", PYTHONPATH=runner.env["PYTHONPATH"] + ":/nowhere")
-    assert base != key(OMP_NUM_THREADS="1")
+    assert base != key(OMP_NUM_THREADS="7")
     assert base != key(PYTHONHASHSEED="0")
     assert base != key(PYTHONOPTIMIZE="1")
     assert base != key(options=("-O",))
