@@ -36,33 +36,37 @@ def run(params: Params) -> None:
         metrics = evaluation.classification_metrics(y_true, proba, params.evaluate.threshold)
         roc, prc = evaluation.roc_points(y_true, proba), evaluation.pr_points(y_true, proba)
         importance = raw_feature_importance(preprocessor, model)
-        staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
-        write_json(metrics, staged[str(p.METRICS)])
-        write_json({"roc": roc}, staged[str(p.ROC)])
-        write_json({"prc": prc}, staged[str(p.PRC)])
-        # one row per test example, as DVC's confusion template expects
-        rows = zip(y_true.tolist(), y_pred.tolist(), strict=True)
-        write_csv_rows(["actual", "predicted"], rows, staged[str(p.CONFUSION)])
-        write_json(evaluation.classification_report(y_true, y_pred, label), staged[str(p.REPORT)])
-        write_json({k: round(float(v), 6) for k, v in importance.items()}, staged[str(p.IMPORTANCE)])
-        figures = {
-            p.FIG_CONFUSION: plots.confusion_matrix_figure(
-                evaluation.confusion(y_true, y_pred), [f"not {label}", str(label)]
-            ),
-            p.FIG_IMPORTANCE: plots.feature_importance_figure(importance),
-            p.FIG_ROC: plots.curve_figure(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", diagonal=True),
-            p.FIG_PRC: plots.curve_figure(
-                prc, "recall", "precision", f"Precision-recall (AP {metrics['pr_auc']:.3f})", diagonal=False
-            ),
-        }
-        for path, figure in figures.items():
-            write_figure(figure, staged[str(path)])
+        rows = zip(y_true.tolist(), y_pred.tolist(), strict=True)  # one row per test example
+        report = evaluation.classification_report(y_true, y_pred, label)
+        matrix = evaluation.confusion(y_true, y_pred)
+        publish_evaluation(out, run, label, metrics, roc, prc, rows, report, importance, matrix)
 
-        run.log_metrics(metrics, prefix="test_")
-        for final, path in staged.items():
-            run.log_artifact(path, str(Path(final).parent))
-        run.record_outputs(staged)
-        out.publish()
+
+def publish_evaluation(out, run, label, metrics, roc, prc, confusion_rows, report, importance, matrix) -> None:
+    """Write evaluate's outputs (metrics, plot data, report, figures), log them to the run, publish them:
+    the same for the in-memory and the large-data path."""
+    staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
+    write_json(metrics, staged[str(p.METRICS)])
+    write_json({"roc": roc}, staged[str(p.ROC)])
+    write_json({"prc": prc}, staged[str(p.PRC)])
+    write_csv_rows(["actual", "predicted"], confusion_rows, staged[str(p.CONFUSION)])  # DVC's confusion template
+    write_json(report, staged[str(p.REPORT)])
+    write_json({k: round(float(v), 6) for k, v in importance.items()}, staged[str(p.IMPORTANCE)])
+    figures = {
+        p.FIG_CONFUSION: plots.confusion_matrix_figure(matrix, [f"not {label}", str(label)]),
+        p.FIG_IMPORTANCE: plots.feature_importance_figure(importance),
+        p.FIG_ROC: plots.curve_figure(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", diagonal=True),
+        p.FIG_PRC: plots.curve_figure(
+            prc, "recall", "precision", f"Precision-recall (AP {metrics['pr_auc']:.3f})", diagonal=False
+        ),
+    }
+    for path, figure in figures.items():
+        write_figure(figure, staged[str(path)])
+    run.log_metrics(metrics, prefix="test_")
+    for final, path in staged.items():
+        run.log_artifact(path, str(Path(final).parent))
+    run.record_outputs(staged)
+    out.publish()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from churn.config import Params
-from churn.core import evaluation, plots
+from churn.core import evaluation
 from churn.core.features import raw_feature_importance
 from churn.core.streaming import ScoreCounts, confusion_rows
 from churn.pipeline import paths as p
 from churn.pipeline.batches import iter_parquet
-from churn.pipeline.files import StagedOutputs, read_pickle, write_csv_rows, write_figure, write_json
+from churn.pipeline.evaluate import publish_evaluation
+from churn.pipeline.files import StagedOutputs, read_pickle
 from churn.tracking.runs import stage_run
 
 # DVC's confusion template draws one mark per row: past this many test rows the CSV holds this many rows in
@@ -46,27 +47,6 @@ def run(params: Params) -> None:
         prc = evaluation.pr_points(y_true, proba, sample_weight=weight)
         matrix = evaluation.confusion(y_true, y_pred, sample_weight=weight)
         importance = raw_feature_importance(preprocessor, model)
-        staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
-        write_json(metrics, staged[str(p.METRICS)])
-        write_json({"roc": roc}, staged[str(p.ROC)])
-        write_json({"prc": prc}, staged[str(p.PRC)])
-        write_csv_rows(["actual", "predicted"], confusion_rows(matrix, CONFUSION_ROWS), staged[str(p.CONFUSION)])
         report = evaluation.classification_report(y_true, y_pred, label, sample_weight=weight)
-        write_json(report, staged[str(p.REPORT)])
-        write_json({k: round(float(v), 6) for k, v in importance.items()}, staged[str(p.IMPORTANCE)])
-        figures = {
-            p.FIG_CONFUSION: plots.confusion_matrix_figure(matrix, [f"not {label}", str(label)]),
-            p.FIG_IMPORTANCE: plots.feature_importance_figure(importance),
-            p.FIG_ROC: plots.curve_figure(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", diagonal=True),
-            p.FIG_PRC: plots.curve_figure(
-                prc, "recall", "precision", f"Precision-recall (AP {metrics['pr_auc']:.3f})", diagonal=False
-            ),
-        }
-        for path, figure in figures.items():
-            write_figure(figure, staged[str(path)])
-
-        run.log_metrics(metrics, prefix="test_")
-        for final, path in staged.items():
-            run.log_artifact(path, str(Path(final).parent))
-        run.record_outputs(staged)
-        out.publish()
+        rows = confusion_rows(matrix, CONFUSION_ROWS)
+        publish_evaluation(out, run, label, metrics, roc, prc, rows, report, importance, matrix)
