@@ -97,9 +97,26 @@ def test_a_parent_left_running_before_its_first_stage_run_ends_killed(store):
 def test_the_next_pipeline_run_ends_what_a_killed_one_left_running(store, monkeypatch):
     left = new_run(store, "train", process_tags(dead_pid()))
     monkeypatch.setenv("CHURN_PIPELINE_KEY", "the-next-pipeline-run")
-    parent = runs.find_or_create_parent(store, {})
+    parent = runs.find_or_create_parent(store, {}).run_id
     assert status(store, left) == "KILLED"
     assert store.client.get_run(parent).data.tags[runs.PID_TAG] == str(os.getpid())  # the parent's creator
+
+
+def test_an_execution_that_reuses_a_parent_also_ends_what_a_killed_one_left_running(store, monkeypatch):
+    """`dvc exp run -f` with the same name and params finds the earlier execution's parent: its first stage ends
+    this host's dead runs too (the parent's execution tag names another process), later stages do not look."""
+    monkeypatch.setenv("CHURN_PIPELINE_KEY", "exp:abc:again:0123")
+    first = runs.find_or_create_parent(store, {})
+    store.client.set_tag(first.run_id, runs.EXECUTION_TAG, "elsewhere:1:1.00")  # an earlier execution's
+    left = new_run(store, "train", process_tags(dead_pid()), first.run_id)
+    reused = runs.find_or_create_parent(store, {})
+    assert reused.run_id == first.run_id
+    assert status(store, left) == "KILLED"
+    assert reused.tags[f"{runs.STAGE_STATUS_TAG}train"] == "KILLED"  # read again after the sweep settled it
+    later = new_run(store, "evaluate", process_tags(dead_pid()))
+    store.client.set_tag(first.run_id, runs.EXECUTION_TAG, runs.execution_tag())  # as the first stage leaves it
+    runs.find_or_create_parent(store, {})
+    assert status(store, later) == "RUNNING"  # same execution: no sweep
 
 
 def test_a_run_from_before_a_reboot_is_gone(store):

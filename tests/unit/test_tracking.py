@@ -129,3 +129,36 @@ def test_connect_error_does_not_print_the_password(root, monkeypatch):
 def test_flatten_params_for_logging():
     flat = runs.flatten({"data": {"numerical": ("a", "b"), "target": "churn"}, "model": {"C": 1.0}})
     assert flat == {"data.numerical": "a,b", "data.target": "churn", "model.C": "1.0"}
+
+
+# --- the request budget: records in as few log_batch calls as MLflow's limits allow ------------------
+
+
+def test_batches_fill_each_call_up_to_mlflows_limits():
+    params, metrics, tags = list(range(250)), list(range(2500)), list(range(30))
+    calls = list(runs.batches(params, metrics, tags))
+    for chunk_params, chunk_metrics, chunk_tags in calls:
+        assert len(chunk_params) <= 100 and len(chunk_tags) <= 100 and len(chunk_metrics) <= 1000
+        assert len(chunk_params) + len(chunk_metrics) + len(chunk_tags) <= 1000
+    assert [x for call in calls for x in call[0]] == params
+    assert [x for call in calls for x in call[1]] == metrics
+    assert [x for call in calls for x in call[2]] == tags
+    assert len(calls) == 3  # 250 params need three calls; the metrics and tags fit beside them
+    assert list(runs.batches([], [], [])) == []
+    assert len(list(runs.batches(list(range(40)), list(range(900)), list(range(20))))) == 1
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ({"prepare": "FINISHED", "train": "FINISHED"}, "FINISHED"),
+        ({"prepare": "FINISHED", "train": "FAILED"}, "FAILED"),
+        ({"prepare": "KILLED", "train": "FAILED"}, "FAILED"),
+        ({"prepare": "FINISHED", "train": "KILLED"}, "KILLED"),
+        ({}, "KILLED"),
+    ],
+)
+def test_a_parents_status_follows_its_stages_latest(statuses, expected):
+    assert runs.parent_status(statuses.values()) == expected
+    tags = {f"{runs.STAGE_STATUS_TAG}{stage}": status for stage, status in statuses.items()}
+    assert runs.stage_statuses({**tags, "git.commit": "abc"}) == statuses

@@ -64,11 +64,12 @@ def run(params: Params) -> None:
         run.record_outputs(staged)
         md5 = {str(raw_path): run.data_md5, **run.output_md5}
         log_datasets(
+            run,
             [
                 (raw, "raw", "raw", str(raw_path), md5[str(raw_path)], None),
                 (train, "prepared_train", "training", str(TRAIN), md5[str(TRAIN)], data.target),
                 (test, "prepared_test", "testing", str(TEST), md5[str(TEST)], data.target),
-            ]
+            ],
         )
         out.publish()
 

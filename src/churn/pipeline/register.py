@@ -18,13 +18,14 @@ from churn.pipeline.files import StagedOutputs, read_json, read_parquet, read_pi
 from churn.pipeline.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
 from churn.timing import phase
 from churn.tracking.models import (
-    check_serving,
+    TEST_DATASET,
     describe,
     lineage_tags,
-    log_model_metrics,
     log_pipeline,
     model_md5,
     raw_signature,
+    test_dataset,
+    with_serving,
 )
 from churn.tracking.registry import Candidate, failures, gate, register
 from churn.tracking.runs import stage_run
@@ -47,9 +48,25 @@ def run(params: Params) -> None:
             with phase("logging"):
                 labels = labels_of(read_json(DATA_QUALITY), data.positive_label)
                 threshold = params.evaluate.threshold
-                info = log_pipeline(pipeline, data, params.model.type, signature, example, labels, threshold)
-                log_model_metrics(info.model_id, metrics, PREPARED_TEST)
-            decision = check_serving(decision, info.model_uri, example)  # a model that cannot be served fails
+                info, serving = log_pipeline(
+                    run.run_id,
+                    run.store.experiment_id,
+                    dict(run.own.params),
+                    pipeline,
+                    data,
+                    params.model.type,
+                    signature,
+                    example,
+                    labels,
+                    threshold,
+                )
+            decision = with_serving(decision, serving)  # a model that cannot be served fails the gate
+            # The test metrics on the logged model too (MLflow 3's Models view), against the held-out split.
+            test = test_dataset(PREPARED_TEST)
+            run.log_inputs([test])
+            run.log_metrics(
+                metrics, prefix="test_", model_id=info.model_id, dataset=(TEST_DATASET, test.dataset.digest)
+            )
             write_json(decision, staged[str(DECISION)])
             run.log_artifact(Path("params.yaml"), "lineage")
             run.record_outputs(staged)

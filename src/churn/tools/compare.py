@@ -31,8 +31,9 @@ COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 # --- MLflow side ------------------------------------------------------------------------------
 
 
-def link_runs(rows: list[ExpRow], store) -> None:
-    """Attach to each row the MLflow parent run behind it, and check that the metrics agree."""
+def link_runs(rows: list[ExpRow], store) -> dict:
+    """Attach to each row the MLflow parent run behind it, and check that the metrics agree; returns the
+    parent runs by id (as read: one search for the whole experiment)."""
     runs = store.client.search_runs([store.experiment_id], max_results=50000)
     parents = {r.info.run_id: r for r in runs if r.data.tags.get("churn.role") == "pipeline"}
     by_exp = {
@@ -59,6 +60,7 @@ def link_runs(rows: list[ExpRow], store) -> None:
             _check_agreement(row, producer_parent.data.metrics)
         else:
             row.notes.append("no MLflow run")
+    return parents
 
 
 def _check_agreement(row: ExpRow, mlflow_metrics: dict[str, float]) -> None:
@@ -68,13 +70,14 @@ def _check_agreement(row: ExpRow, mlflow_metrics: dict[str, float]) -> None:
             row.notes.append(f"MISMATCH test_{name}: dvc {value} mlflow {logged}")
 
 
-def sync_exp_revs(rows: list[ExpRow], store) -> int:
-    """Tag each experiment's own parent run with its commit (`dvc.exp_rev`); returns how many changed."""
+def sync_exp_revs(rows: list[ExpRow], store, parents: dict) -> int:
+    """Tag each experiment's own parent run (`parents`: as link_runs read them) with its commit
+    (`dvc.exp_rev`), where it differs; returns how many changed (one request each, none to read)."""
     changed = 0
     for row in rows:
         if row.is_baseline or not row.mlflow_run or row.computed_by:
             continue
-        run = store.client.get_run(row.mlflow_run)
+        run = parents[row.mlflow_run]
         if run.data.tags.get("dvc.exp_rev") != row.rev:
             store.client.set_tag(row.mlflow_run, "dvc.exp_rev", row.rev)
             changed += 1
@@ -202,8 +205,8 @@ def compare(params: Params, all_commits: bool, output: Path) -> list[ExpRow]:
     if not rows:
         raise ChurnError("dvc exp show lists no commit with results; run `make run` and commit first")
     store = connect(params.mlflow.experiment, params.mlflow.tracking_uri)
-    link_runs(rows, store)
-    synced = sync_exp_revs(rows, store)
+    parents = link_runs(rows, store)
+    synced = sync_exp_revs(rows, store, parents)
     ranked = rank(rows, metric)
     keys = differing_params(ranked)
     header, body = table(ranked, keys)

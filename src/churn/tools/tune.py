@@ -770,7 +770,7 @@ def summarise_study(store: Store, parent_id: str, study, settings: TuneParams, r
     import tempfile
 
     import optuna
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
@@ -778,12 +778,13 @@ def summarise_study(store: Store, parent_id: str, study, settings: TuneParams, r
         counts[trial.state.name.lower()] += 1
     now, step = int(time.time() * 1000), len(trials)
     metrics = [Metric(f"trials_{state}", float(n), now, step) for state, n in counts.items() if n]
+    tags = []
     if record:
         metrics.append(Metric(f"best_cv_{settings.metric}", float(record["value"]), now, step))
-        store.client.set_tag(parent_id, "best.trial", str(record["trial"]))
+        tags.append(RunTag("best.trial", str(record["trial"])))
         for key, value in record["params"].items():
-            store.client.set_tag(parent_id, f"best.{key}", repr(value) if isinstance(value, float) else str(value))
-    store.client.log_batch(parent_id, metrics=metrics)
+            tags.append(RunTag(f"best.{key}", repr(value) if isinstance(value, float) else str(value)))
+    store.client.log_batch(parent_id, metrics=metrics, tags=tags)  # the best trial's tags too: one request
     with tempfile.TemporaryDirectory() as tmp:
         for path in save_plots(study, Path(tmp)):
             store.client.log_artifact(parent_id, str(path), "plots")

@@ -83,6 +83,9 @@ def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float
 
 
 def log_pipeline(
+    run_id: str,
+    experiment_id: str,
+    params: dict[str, str],
     pipeline,
     data: DataParams,
     model_type: str,
@@ -90,21 +93,45 @@ def log_pipeline(
     example,
     labels: tuple[str, str],
     threshold: float,
-) -> ModelInfo:
-    """Log `pipeline` to the active run, served by `predict_proba`, in the skops format, with the metadata that
-    scoring reads (serving_metadata: `labels` as the raw table spells them, `threshold` for the label)."""
-    import mlflow
+) -> tuple[ModelInfo, dict]:
+    """Log `pipeline` to run `run_id` as a LoggedModel of `experiment_id` with `params`, served by
+    `predict_proba`, in the skops format, with the metadata that scoring reads (serving_metadata: `labels` as
+    the raw table spells them, `threshold` for the label).
 
-    return mlflow.sklearn.log_model(
-        pipeline,
+    Returns the model's info and the serving checks (`serving_checks` on `example`), run on the very files that
+    are uploaded, between MLflow saving them and uploading them: nothing is downloaded back to check it."""
+    from types import SimpleNamespace
+
+    import mlflow
+    from mlflow.models import Model
+
+    checks: dict = {}
+
+    def save_and_check(path: str, **kwargs) -> None:
+        kwargs.pop("validate_serving_input", None)  # ours are the checks below
+        mlflow.sklearn.save_model(path=path, **kwargs)
+        checks.update(serving_checks(path, example))
+
+    # Created here, in the run's experiment, with the run's params (which are sent when the stage ends).
+    model = mlflow.initialize_logged_model(
+        name=MODEL_NAME_IN_RUN, source_run_id=run_id, params=params, experiment_id=experiment_id
+    )
+    info = Model.log(
+        artifact_path=None,
         name=MODEL_NAME_IN_RUN,
+        model_id=model.model_id,
+        flavor=SimpleNamespace(__name__=mlflow.sklearn.__name__, save_model=save_and_check),
+        run_id=run_id,
+        sk_model=pipeline,
         signature=signature,
         input_example=example,
         metadata=serving_metadata(data, labels, threshold),
         pip_requirements=pip_requirements(model_type),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=TRUSTED_TYPES[model_type],
+        validate_serving_input=False,  # MLflow's own check only warns; serving_checks decides
     )
+    return info, checks
 
 
 def lineage_tags(params: Params, run_id: str) -> dict[str, str]:
@@ -140,24 +167,20 @@ def describe(lineage: dict[str, str], params: Params, metrics: dict[str, float])
     return text if len(text) <= DESCRIPTION_LIMIT else json.dumps(body, separators=(",", ":"))
 
 
-def log_model_metrics(model_id: str, metrics: dict[str, float], test_split: Path) -> None:
-    """The test metrics on the logged model as well as on the run, so that MLflow 3's Models view and
-    `mlflow.search_logged_models` show them per model, against the held-out split as prepare logged it."""
-    import mlflow
-    from mlflow.entities import Dataset
+def test_dataset(test_split: Path):
+    """The held-out split as prepare logged it (name, digest), as an mlflow.entities.DatasetInput: what the
+    model's test metrics are linked to."""
+    from mlflow.entities import Dataset, DatasetInput
 
-    dataset = Dataset(TEST_DATASET, file_md5(test_split), "local", str(test_split))
-    mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()}, model_id=model_id, dataset=dataset)
+    return DatasetInput(Dataset(TEST_DATASET, file_md5(test_split), "local", str(test_split)), tags=[])
 
 
-def check_serving(decision: dict, model_uri: str, rows) -> dict:
-    """`decision` with the serving checks added, and passed only if they pass too: MLflow's
-    `validate_serving_input` on the model's saved serving example and on `rows` (the held-out split's first
-    rows) converted to the serving format, each expected to score every row it sends."""
-    import tempfile
+def serving_checks(model_path: str, rows) -> dict:
+    """MLflow's `validate_serving_input` on a saved model's serving example and on `rows` (the held-out split's
+    first rows) converted to the serving format, each expected to score every row it sends:
+    `{"passed", "checks": {name: {"passed", "rows" or "error"}}}`."""
     import warnings
 
-    import mlflow
     from mlflow.models import convert_input_example_to_serving_input
     from mlflow.models.utils import load_serving_example
 
@@ -165,16 +188,18 @@ def check_serving(decision: dict, model_uri: str, rows) -> dict:
         "serving_example": load_serving_example,
         "test_rows": lambda _: convert_input_example_to_serving_input(rows),
     }
-    with tempfile.TemporaryDirectory(prefix="churn-serving-") as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # validate_serving_input's deprecation notice
-        try:
-            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
-        except Exception as exc:  # noqa: BLE001 - a model that cannot be fetched cannot be served
-            failed = {"passed": False, "error": f"cannot download {model_uri}: {first_line(exc)}"[:300]}
-            checks = dict.fromkeys(payloads, failed)
-        else:
-            checks = {name: _serves(local, payload) for name, payload in payloads.items()}
-    serving = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+        checks = {name: _serves(model_path, payload) for name, payload in payloads.items()}
+    return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+
+
+def with_serving(decision: dict, serving: dict) -> dict:
+    """`decision` with the serving checks added, and passed only if they pass too (a model that cannot be
+    served fails the gate); no checks at all (the model was never saved) fail too."""
+    if not serving:
+        failed = {"passed": False, "error": "the model was not saved, so it could not be checked"}
+        serving = {"passed": False, "checks": {"serving_example": failed, "test_rows": failed}}
     return {**decision, "serving": serving, "passed": bool(decision["passed"] and serving["passed"])}
 
 

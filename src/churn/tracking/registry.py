@@ -202,6 +202,39 @@ def other_data(candidate: Mapping[str, str], incumbent: Mapping[str, str]) -> st
     return None
 
 
+@dataclass
+class Snapshot:
+    """What the registry holds for one name, read once: its versions (with tags), aliases (alias -> version)
+    and champion history. Calls that change the registry through this module keep it current."""
+
+    versions: list
+    aliases: dict[str, str]
+    history: list[str]
+
+    def version(self, number: str | int | None):
+        return next((v for v in self.versions if str(v.version) == str(number)), None) if number else None
+
+
+def snapshot(client: MlflowClient, name: str, create: bool = False) -> Snapshot:
+    """The registry's state for `name` in two requests (the versions, the registered model); with `create`, the
+    registered model is created when missing (else a missing one reads as empty)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        if create:
+            try:
+                client.create_registered_model(name, description="Churn probability from raw customer columns.")
+            except MlflowException:  # created meanwhile by another worker (the store lock is per machine)
+                return snapshot(client, name)
+        return Snapshot([], {}, [])
+    versions = client.search_model_versions(f"name = '{name}'")
+    aliases = {alias: str(number) for alias, number in model.aliases.items()}
+    history = [v for v in model.tags.get(HISTORY_TAG, "").split(",") if v]
+    return Snapshot(versions, aliases, history)
+
+
 def register(
     client: MlflowClient,
     name: str,
@@ -214,23 +247,17 @@ def register(
     """Register the candidate unless an identical version exists; then make it challenger, and champion when
     there is none or it beats the champion on `primary_metric` (see `gate`). A champion trained on other data
     is compared only with `allow_other_data`. An identical version still gets the aliases it was due (a
-    registration cut short heals here)."""
-    from mlflow.exceptions import MlflowException
-
-    same = find_identical(client, name, candidate.model_md5)
+    registration cut short heals here). Requests: the registry read once (`snapshot`), then only changes."""
+    state = snapshot(client, name, create=True)
+    same = next((v for v in state.versions if v.tags.get(HASH_TAG) == candidate.model_md5), None)
     if same is not None:
         reason = f"identical to version {same.version}; no new version"
-        healed = settle(client, name, same)
+        healed = settle(client, name, same, state)
         if healed:
             reason += f"; its registration had been cut short: made it {' and '.join(healed)}"
-        champion = champion_version(client, name)
-        return Registration(same.version, False, champion is not None and champion.version == same.version, reason)
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="Churn probability from raw customer columns.")
+        return Registration(same.version, False, state.aliases.get(CHAMPION) == str(same.version), reason)
 
-    incumbent = champion_version(client, name)
+    incumbent = state.version(state.aliases.get(CHAMPION))
     if incumbent is None:
         wins, reason = True, "first version to pass the gate"
     elif (why := other_data(candidate.tags, incumbent.tags)) and not allow_other_data:
@@ -266,21 +293,24 @@ def register(
         tags={**candidate.tags, HASH_TAG: candidate.model_md5, **metric_tags, DUE_TAG: ",".join(due)},
         description=candidate.description,
         model_id=model_id,
-    ).version
-    settle(client, name, client.get_model_version(name, version))
-    return Registration(version, True, wins, reason)
+        await_creation_for=0,  # SQL stores (and a server on one) create versions READY
+    )
+    state.versions.append(version)
+    settle(client, name, version, state)
+    return Registration(version.version, True, wins, reason)
 
 
-def settle(client: MlflowClient, name: str, version) -> list[str]:
+def settle(client: MlflowClient, name: str, version, state: Snapshot | None = None) -> list[str]:
     """Give a version the aliases it is due and has not had yet; returns those it was given (none once it
     is settled). Due: those its `registry.aliases` tag names, except an alias that has since moved to a newer
     version (a later registration wins); a version from before that tag gets champion (and challenger) only
     when the registry has none. The version is then marked settled, so that later moves (promote, rollback)
-    are never undone."""
+    are never undone. `state`: the registry as already read (else it is read here)."""
     tags = version.tags
     if tags.get(SETTLED_TAG) == "true":
         return []
-    current = client.get_registered_model(name).aliases  # alias -> version
+    state = state or snapshot(client, name)
+    current = state.aliases
     number = int(version.version)
     if DUE_TAG in tags:
         due = [alias for alias in tags[DUE_TAG].split(",") if alias]
@@ -292,9 +322,10 @@ def settle(client: MlflowClient, name: str, version) -> list[str]:
         if holder is not None and int(holder) >= number:
             continue  # already there, or moved on to a newer version since
         if alias == CHAMPION:
-            set_champion(client, name, version.version)
+            set_champion(client, name, version.version, state)
         else:
             client.set_registered_model_alias(name, alias, version.version)
+            current[alias] = str(version.version)
         given.append(alias)
     client.set_model_version_tag(name, version.version, SETTLED_TAG, "true")
     return given
@@ -342,17 +373,20 @@ def champion_history(client: MlflowClient, name: str) -> list[str]:
     return [v for v in text.split(",") if v]
 
 
-def set_champion(client: MlflowClient, name: str, version: str) -> str | None:
-    """Move champion to `version` and record the move; returns the previous champion's version, if any."""
-    found = champion_version(client, name)
-    previous = str(found.version) if found is not None else None
-    history = champion_history(client, name)
+def set_champion(client: MlflowClient, name: str, version: str, state: Snapshot | None = None) -> str | None:
+    """Move champion to `version` and record the move; returns the previous champion's version, if any.
+    `state`: the registry as already read (else it is read here); kept current."""
+    state = state or snapshot(client, name)
+    previous = state.aliases.get(CHAMPION)
+    history = state.history
     if previous is not None and (not history or history[-1] != previous):
         history.append(previous)  # moved outside this module (e.g. in the UI): keep it reachable
     client.set_registered_model_alias(name, CHAMPION, str(version))
+    state.aliases[CHAMPION] = str(version)
     if not history or history[-1] != str(version):
         history.append(str(version))
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-HISTORY_LIMIT:]))
+    del history[:-HISTORY_LIMIT]
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return previous
 
 

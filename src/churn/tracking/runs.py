@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from churn.errors import ChurnError
 from churn.system import boot_id, caller_process, git, process_alive, process_started
-from churn.timing import timed
+from churn.timing import phase, timed
 from churn.tracking.store import Store, connect, explain, redact
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from churn.config import MlflowParams
 
@@ -37,6 +38,8 @@ PID_START_TAG = "churn.pid_start"
 BOOT_TAG = "churn.boot_id"
 STAGE_TAG = "dvc.stage"
 PARENT_ID_TAG = "mlflow.parentRunId"
+STAGE_STATUS_TAG = "churn.stage_status."  # on a parent: each stage's latest status
+EXECUTION_TAG = "churn.execution"  # on a parent: the process (host:pid:start) of the execution that used it last
 
 # --- git and DVC context -------------------------------------------------------------------------
 
@@ -103,7 +106,27 @@ def pipeline_key(commit: str = "") -> tuple[str, str] | None:
     return None
 
 
-def find_or_create_parent(store: Store, tags: dict[str, str]) -> str | None:
+@dataclass(frozen=True)
+class Parent:
+    """A pipeline execution's parent run as this stage found or made it: its id, status and tags."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+
+def execution_tag() -> str:
+    """Which process runs this pipeline execution: the `dvc` process running the stages (else this one), as
+    host:pid:start. A parent reused by a later execution (`dvc exp run -f` with the same name and params)
+    carries another value, so the first stage of that execution knows it is first."""
+    ancestor = _dvc_ancestor()
+    pid, started = ancestor if ancestor else (os.getpid(), process_started(os.getpid()) or 0.0)
+    return f"{socket.gethostname()}:{pid}:{started:.2f}"
+
+
+def find_or_create_parent(store: Store, tags: dict[str, str]) -> Parent | None:
+    """This execution's parent run (one search), created when there is none. The first stage of an execution
+    (a new parent, or a reused one that an earlier execution made) first ends this host's dead runs."""
     key = pipeline_key(tags.get("git.commit", ""))
     if key is None:
         return None
@@ -113,15 +136,21 @@ def find_or_create_parent(store: Store, tags: dict[str, str]) -> str | None:
     found = store.client.search_runs(
         [store.experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key_value}'", max_results=1
     )
+    execution = execution_tag()
     if found:
-        return found[0].info.run_id
+        run = found[0]
+        # An earlier execution's parent, reused: first end what that one left running (read the parent again
+        # only if that changed anything; it may have settled it).
+        if run.data.tags.get(EXECUTION_TAG) != execution and end_dead_runs(store):
+            run = store.client.get_run(run.info.run_id)
+        return Parent(run.info.run_id, run.info.status, dict(run.data.tags))
     end_dead_runs(store)  # once per pipeline execution: what an earlier, killed one left RUNNING
-    parent_tags = {**tags, **process_tags(), PIPELINE_TAG: key_value, PARENT_TAG: "pipeline"}
+    parent_tags = {**tags, **process_tags(), PIPELINE_TAG: key_value, PARENT_TAG: "pipeline", EXECUTION_TAG: execution}
     run = store.client.create_run(
         store.experiment_id, run_name=run_name, tags=context_registry.resolve_tags(parent_tags)
     )
     log.info("MLflow parent run %s (%s)", run.info.run_id, run_name)
-    return run.info.run_id
+    return Parent(run.info.run_id, run.info.status, dict(parent_tags))
 
 
 # --- runs whose process is gone, and parents that follow their children ---------------------------
@@ -157,19 +186,37 @@ def run_process_gone(tags: dict[str, str]) -> bool:
     return process_alive(int(tags[PID_TAG]), started) is False
 
 
+def parent_status(stage_statuses: Iterable[str]) -> str:
+    """A parent's status from its stages' latest statuses: RUNNING while one runs, else FAILED if one failed,
+    else KILLED if one was killed, else FINISHED; KILLED when it has none (its creator died before a stage
+    began)."""
+    statuses = set(stage_statuses)
+    return next((s for s in ("RUNNING", "FAILED", "KILLED") if s in statuses), "FINISHED" if statuses else "KILLED")
+
+
+def stage_statuses(tags: dict[str, str]) -> dict[str, str]:
+    """Each stage's latest status as the parent's tags record it (`churn.stage_status.<stage>`)."""
+    return {k.removeprefix(STAGE_STATUS_TAG): v for k, v in tags.items() if k.startswith(STAGE_STATUS_TAG)}
+
+
 def settle_parent(store: Store, parent_id: str) -> str:
-    """End a parent run with its children's status (each stage's latest run): FAILED if one failed, else
-    KILLED if one was killed, else FINISHED; left as it is while one runs (RUNNING is returned). A parent
-    without children was left by a process killed before its first stage run began: KILLED."""
+    """End a parent run with its children's status, read from the store (each stage's latest run; see
+    `parent_status`), and record them in its stage-status tags; left as it is while one runs (RUNNING is
+    returned). For parents whose stages could not settle them (their process died): a stage that ends settles
+    its parent from the tags it already has, without this search."""
+    from mlflow.entities import RunTag
+
     children = store.client.search_runs(
         [store.experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}'", max_results=1000
     )
     latest: dict[str, Any] = {}
     for child in sorted(children, key=lambda r: r.info.start_time or 0):
         latest[child.data.tags.get(STAGE_TAG) or child.info.run_name or child.info.run_id] = child
-    statuses = {child.info.status for child in latest.values()}
-    status = next((s for s in ("RUNNING", "FAILED", "KILLED") if s in statuses), "FINISHED" if latest else "KILLED")
+    status = parent_status(child.info.status for child in latest.values())
     if status != "RUNNING":  # a stage that starts sets RUNNING itself (here it could undo a later stage's end)
+        tags = [RunTag(f"{STAGE_STATUS_TAG}{stage}", child.info.status) for stage, child in latest.items()]
+        if tags:
+            store.client.log_batch(parent_id, tags=tags)
         store.client.set_terminated(parent_id, status)
     return status
 
@@ -230,57 +277,107 @@ def flatten(mapping: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# MLflow's limits for one log_batch call (REST and SQL stores alike).
+BATCH_PARAMS, BATCH_TAGS, BATCH_METRICS, BATCH_ENTITIES = 100, 100, 1000, 1000
+
+
+def batches(params: list, metrics: list, tags: list) -> Iterator[tuple[list, list, list]]:
+    """Params, metrics and tags in as few log_batch calls as MLflow's limits allow (100 params, 100 tags,
+    1,000 metrics, 1,000 entities a call): each call filled before the next begins."""
+    params, metrics, tags = list(params), list(metrics), list(tags)
+    while params or metrics or tags:
+        take_params = params[:BATCH_PARAMS]
+        take_tags = tags[: min(BATCH_TAGS, BATCH_ENTITIES - len(take_params))]
+        take_metrics = metrics[: min(BATCH_METRICS, BATCH_ENTITIES - len(take_params) - len(take_tags))]
+        yield take_params, take_metrics, take_tags
+        params, metrics, tags = params[len(take_params) :], metrics[len(take_metrics) :], tags[len(take_tags) :]
+
+
+@dataclass
+class Records:
+    """What a run is given, kept until it is sent: params and tags by key (the last value wins), metrics."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: list = field(default_factory=list)  # mlflow.entities.Metric
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def send(self, store: Store, run_id: str) -> None:
+        """All of it in as few log_batch calls as the limits allow; nothing is kept once sent."""
+        from mlflow.entities import Param, RunTag
+
+        params = [Param(k, v) for k, v in self.params.items()]
+        tags = [RunTag(k, v) for k, v in self.tags.items()]
+        for chunk_params, chunk_metrics, chunk_tags in batches(params, self.metrics, tags):
+            store.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
+        self.params, self.metrics, self.tags = {}, [], {}
+
+
 @dataclass
 class StageRun:
+    """One stage's MLflow run. Params, metrics, tags and dataset inputs are kept in the process and sent
+    when the stage ends (`stage_run`): a few requests a stage, whatever it logs. Artifacts are uploaded at
+    once, straight to the run's artifact location."""
+
     store: Store
     run_id: str
     parent_id: str | None
+    artifact_uri: str = ""
     data_md5: str = ""  # of the stage's inputs, as tagged (data.md5)
     output_md5: dict[str, str] = field(default_factory=dict)
+    own: Records = field(default_factory=Records)
+    parent: Records = field(default_factory=Records)
+    inputs: list = field(default_factory=list)  # mlflow.entities.DatasetInput
 
-    @timed("logging")
     def log_params(self, params: dict[str, Any], parent: bool = True) -> None:
-        from mlflow.entities import Param
+        items = {k: v[:6000] for k, v in flatten(params).items()}
+        for records in self._targets(parent):
+            records.params.update(items)
 
-        items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
-        for run_id in self._targets(parent):
-            for start in range(0, len(items), 100):
-                self.store.client.log_batch(run_id, params=items[start : start + 100])
-
-    @timed("logging")
-    def log_metrics(self, metrics: dict[str, float], prefix: str = "", parent: bool = True) -> None:
-        import time
-
+    def log_metrics(
+        self,
+        metrics: dict[str, float],
+        prefix: str = "",
+        parent: bool = True,
+        *,
+        model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
+        """`model_id` and `dataset` (name, digest) link the metrics to a logged model and an input dataset
+        (this run only), as `mlflow.log_metrics(model_id=..., dataset=...)` does."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(f"{prefix}{k}", float(v), now, 0) for k, v in metrics.items()]
-        for run_id in self._targets(parent):
-            self.store.client.log_batch(run_id, metrics=items)
+        name, digest = dataset or (None, None)
+        for records in self._targets(parent and model_id is None):
+            records.metrics.extend(
+                Metric(f"{prefix}{k}", float(v), now, 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                for k, v in metrics.items()
+            )
 
-    @timed("logging")
     def log_steps(self, steps: list[dict[str, float]], prefix: str = "") -> None:
         """One metric series per key, step = position in `steps` (e.g. cross-validation folds); this run only."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(f"{prefix}{k}", v, now, step) for step, row in enumerate(steps) for k, v in row.items()]
-        for start in range(0, len(items), 1000):
-            self.store.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        self.own.metrics.extend(
+            Metric(f"{prefix}{k}", float(v), now, step) for step, row in enumerate(steps) for k, v in row.items()
+        )
+
+    def set_tags(self, tags: dict[str, str], parent: bool = False) -> None:
+        for records in self._targets(parent):
+            records.tags.update(tags)
+
+    def log_inputs(self, inputs: list) -> None:
+        """Dataset inputs (mlflow.entities.DatasetInput), sent in one call when the stage ends."""
+        self.inputs.extend(inputs)
 
     @timed("logging")
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.store.client.log_artifact(self.run_id, str(path), artifact_path)
+        """Upload one file now: one request, to the location the run was created with (no lookup)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    @timed("logging")
-    def set_tags(self, tags: dict[str, str], parent: bool = False) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(key, value) for key, value in tags.items()]
-        for run_id in self._targets(parent):
-            self.store.client.log_batch(run_id, tags=items)  # one transaction, not one per tag
+        repository = get_artifact_repository(self.artifact_uri, tracking_uri=self.store.uri)
+        repository.log_artifact(str(path), artifact_path)
 
     @timed("logging")
     def record_outputs(self, staged: dict[str, Path]) -> None:
@@ -291,61 +388,96 @@ class StageRun:
         self.output_md5 = {final: file_md5(path) for final, path in staged.items()}
         self.set_tags({f"dvc.out.{final}": md5 for final, md5 in self.output_md5.items()})
 
-    def _targets(self, parent: bool) -> list[str]:
-        return [self.run_id, self.parent_id] if parent and self.parent_id else [self.run_id]
+    @timed("logging")
+    def send(self) -> None:
+        """Send what this run was given: its records, then its dataset inputs (one call)."""
+        self.own.send(self.store, self.run_id)
+        if self.inputs:
+            inputs, self.inputs = self.inputs, []
+            self.store.client.log_inputs(self.run_id, datasets=inputs)
+
+    def _targets(self, parent: bool) -> list[Records]:
+        return [self.own, self.parent] if parent and self.parent_id else [self.own]
+
+
+def _end(run: StageRun, parent: Parent | None, stage: str, status: str) -> None:
+    """Send the run's records and end it with `status`; then give the parent the stage's share (its params,
+    metrics and this stage's status) and end it with the status its stages' latest statuses give."""
+    run.send()
+    run.store.client.set_terminated(run.run_id, status)
+    if parent is None:
+        return
+    statuses = {**stage_statuses(parent.tags), stage: status}
+    run.parent.tags[f"{STAGE_STATUS_TAG}{stage}"] = status
+    run.parent.tags[EXECUTION_TAG] = execution_tag()
+    run.parent.send(run.store, parent.run_id)
+    run.store.client.set_terminated(parent.run_id, parent_status(statuses.values()))
 
 
 @contextmanager
 def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterator[StageRun]:
     """One MLflow run for one stage execution, under the pipeline's parent run.
 
-    On success the run (and the parent, for now) ends FINISHED; on any error both end FAILED with the
-    error as a tag, and the error propagates.
+    On success the run (and the parent, for now) ends FINISHED; on any error both end FAILED (KILLED for
+    Ctrl-C, SIGTERM, SIGHUP) with the error as a tag, and the error propagates.
+
+    Requests (to a server; the same calls to a local store): the store's health and experiment, the parent
+    search (and, once per execution, the dead-run search and the parent's creation), the run's creation with
+    all its tags, the parent back to RUNNING; at the end one log_batch per 100 params (dataset inputs in one
+    more call), the run's end, one log_batch and the end for the parent. Artifacts: one upload per file.
     """
+    from mlflow.tracking.context import registry as context_registry
+
     from churn.system import combined_md5
     from churn.timing import phase
 
     with phase("store"):  # importing MLflow is part of opening the store
-        import mlflow
-
         store = connect(settings.experiment, settings.tracking_uri)
     with phase("logging"):
         context = {**git_tags(), **dvc_tags()}
     try:
         with phase("logging"):
-            parent_id = find_or_create_parent(store, context)
-        tags = {
-            **context,
-            **process_tags(),
-            STAGE_TAG: os.environ.get("DVC_STAGE", stage),
-            "data.md5": combined_md5(inputs) if inputs else "",
-        }
-        active = mlflow.start_run(experiment_id=store.experiment_id, run_name=stage, parent_run_id=parent_id, tags=tags)
-        if parent_id:
-            store.client.update_run(parent_id, "RUNNING")  # a stage runs; an earlier one may have ended it
+            parent = find_or_create_parent(store, context)
+            tags = {
+                **context,
+                **process_tags(),
+                STAGE_TAG: os.environ.get("DVC_STAGE", stage),
+                "data.md5": combined_md5(inputs) if inputs else "",
+            }
+            if parent:
+                tags[PARENT_ID_TAG] = parent.run_id
+            created = store.client.create_run(
+                store.experiment_id, run_name=stage, tags=context_registry.resolve_tags(tags)
+            )
+            if parent and parent.status != "RUNNING":
+                # A stage runs; an earlier one ended it. One request (update_run would read the run first); the
+                # end time it sets is replaced when the parent ends again.
+                store.client.set_terminated(parent.run_id, "RUNNING")
     except ChurnError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, store.uri) from None
-    run = StageRun(store=store, run_id=active.info.run_id, parent_id=parent_id, data_md5=tags["data.md5"])
+    run = StageRun(
+        store=store,
+        run_id=created.info.run_id,
+        parent_id=parent.run_id if parent else None,
+        artifact_uri=created.info.artifact_uri,
+        data_md5=tags["data.md5"],
+    )
     log.info("MLflow run %s (stage %s) in %s", run.run_id, stage, redact(store.uri))
     try:
         yield run
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
-            store.client.set_tag(run.run_id, "error", str(exc)[:4000] or type(exc).__name__)
-            mlflow.end_run(status)
-            if parent_id:
-                settle_parent(store, parent_id)
+            run.own.tags["error"] = str(exc)[:4000] or type(exc).__name__
+            _end(run, parent, stage, status)
         except Exception:  # noqa: BLE001 - the original error matters more
             log.warning("could not mark MLflow run %s as %s", run.run_id, status)
         raise
     try:
         with phase("logging"):
-            mlflow.end_run("FINISHED")
-            if parent_id:
-                settle_parent(store, parent_id)
+            _end(run, parent, stage, "FINISHED")
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, store.uri) from None
 
@@ -353,9 +485,9 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
 SCHEMA_ROWS = 1000
 
 
-@timed("logging")
-def log_datasets(datasets: list[tuple]) -> None:
-    """Log tables as MLflow dataset inputs: (frame, name, context, source, digest, target column or None).
+def log_datasets(run: StageRun, datasets: list[tuple]) -> None:
+    """Log tables as MLflow dataset inputs of `run` (sent with its records, in one call): (frame, name, context,
+    source, digest, target column or None).
 
     The digest is the file's md5 as dvc.lock records it (`<path>@md5:<md5>` is the source), and column types
     are inferred from the first rows: MLflow's own digest and schema inference look at every value of every
@@ -363,20 +495,26 @@ def log_datasets(datasets: list[tuple]) -> None:
     still decided on all rows."""
     import warnings
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), phase("logging"):
         warnings.simplefilter("ignore", UserWarning)  # the integer-schema hint: the target is 0/1 by design
-        for frame, name, context, source, digest, targets in datasets:
-            _log_dataset(frame, name, context, f"{source}@md5:{digest}", digest, targets)
+        run.log_inputs(
+            [
+                dataset_input(frame, name, context, f"{source}@md5:{digest}", digest, targets)
+                for frame, name, context, source, digest, targets in datasets
+            ]
+        )
 
 
-def _log_dataset(frame, name: str, context: str, source: str, digest: str, targets: str | None) -> None:
+def dataset_input(frame, name: str, context: str, source: str, digest: str, targets: str | None):
+    """An mlflow.entities.DatasetInput for a table, as `mlflow.log_input(dataset, context=...)` makes it."""
     from functools import cached_property
 
-    import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.pandas_dataset import PandasDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.models import infer_signature
     from mlflow.types.schema import ColSpec, Schema
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     class SampledSchemaDataset(PandasDataset):
         @cached_property
@@ -388,4 +526,6 @@ def _log_dataset(frame, name: str, context: str, source: str, digest: str, targe
     dataset = SampledSchemaDataset(
         frame, source=resolve_dataset_source(source), targets=targets, name=name, digest=digest
     )
-    mlflow.log_input(dataset, context=context)
+    fields = dataset.to_dict()  # name, digest, source_type, source, schema, profile
+    entity = Dataset(**{k: fields.get(k) for k in ("name", "digest", "source_type", "source", "schema", "profile")})
+    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])

@@ -138,6 +138,8 @@ def connect(experiment: str, configured_uri: str = "") -> Store:
     uri = tracking_uri(root, configured_uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
+    # Ending a run on a server prints its URL, which costs a `runs/get` per run ended; the log names the run.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     preflight(uri)
     mlflow.set_tracking_uri(uri)
     try:
