@@ -106,6 +106,12 @@ tune: init ## Optuna study (after `make run`): make tune [TRIALS=n] [TIMEOUT=s] 
 		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(filter 1 yes true,$(APPLY)),--apply)
 
+# --- The team's tracking server without Docker: docker-compose.yml's `mlflow` service as local processes ---
+.PHONY: server
+
+server: setup ## the compose stack's MLflow server here: MLFLOW_BACKEND_STORE_URI (PostgreSQL), admin from the env
+	exec $(BIN)/python -m churn.tools.server
+
 # --- Registry, serving, batch scoring --------------------------------------------------------
 .PHONY: registry serve
 PORT ?= 5001

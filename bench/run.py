@@ -1,6 +1,6 @@
 """Benchmarks: pipeline overhead against one-process compute, scaling, no-op repro, sweeps, tuning, fresh setup.
 
-    python -m bench.run [--large] [--only overhead,noop,scaling,sweeps,tune,setup] [--repeats 3] [--name NAME]
+    python -m bench.run [--large] [--only overhead,noop,scaling,sweeps,tune,setup,server] [--repeats 3] [--name NAME]
 
 Run from the repository root (`make bench`). Each section works in temporary repositories under bench/work/
 (removed afterwards) and compares against a baseline measured in the same run, because this machine is
@@ -38,7 +38,7 @@ log = logging.getLogger("bench")
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench" / "work"
 RESULTS = PROJECT / "bench" / "results"
-SECTIONS = ("overhead", "noop", "scaling", "sweeps", "tune", "setup")
+SECTIONS = ("overhead", "noop", "scaling", "sweeps", "tune", "setup", "server")
 SIZES = (10_000, 100_000, 1_000_000)
 LARGE = 10_000_000
 SWEEP = "model.C=0.01,0.1,1,10"
@@ -804,6 +804,13 @@ def machine() -> dict:
     }
 
 
+def server(b: Bench) -> dict:
+    """The team server against the local store (bench/server.py)."""
+    from bench.server import section
+
+    return section(b)
+
+
 SECTION_RUNNERS = {
     "overhead": overhead,
     "noop": noop,
@@ -811,6 +818,7 @@ SECTION_RUNNERS = {
     "sweeps": sweeps,
     "tune": tune,
     "setup": setup,
+    "server": server,
 }
 
 
@@ -861,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 results["sections"][section] = SECTION_RUNNERS[section](bench)
-            except (BenchError, AssertionError, subprocess.TimeoutExpired) as exc:
+            except (BenchError, AssertionError, RuntimeError, subprocess.TimeoutExpired) as exc:
                 results["errors"][section] = str(exc)
                 print(f"  {section} FAILED: {exc}", flush=True)
             results["sections"].setdefault(section, {})["elapsed_s"] = round(time.perf_counter() - start, 1)

@@ -5,7 +5,8 @@
   else a throwaway cluster from the installed binaries (initdb, pg_ctl), stopped and deleted afterwards;
 - `postgres_database`: a fresh database on that server, dropped afterwards;
 - `mlflow_server`: `mlflow server` as docker-compose.yml runs it (PostgreSQL backend store, artifacts in an S3
-  bucket served through the server, basic auth), with the project's docker/mlflow/basic_auth.ini.
+  bucket served through the server, basic auth with the project's docker/mlflow/basic_auth.ini), started by
+  `make server`'s tool, churn.tools.server.
 
 Each server runs in its own process group, so stopping it also stops its workers.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import configparser
 import json
 import os
 import pwd
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import REPO, project_env
+from tests.conftest import project_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -346,58 +346,42 @@ class MlflowServer:
         return user, token
 
 
-def auth_config(workdir: Path) -> Path:
-    """The compose stack's basic_auth.ini, its user database moved from the container's volume to `workdir`."""
-    config = configparser.ConfigParser()
-    config.read(REPO / "docker" / "mlflow" / "basic_auth.ini")
-    config["mlflow"]["database_uri"] = f"sqlite:///{workdir / 'basic_auth.db'}"
-    path = workdir / "basic_auth.ini"
-    with path.open("w") as handle:
-        config.write(handle)
-    return path
-
-
 @contextmanager
-def mlflow_server(workdir: Path, backend_store_uri: str, s3: S3, bucket: str) -> Iterator[MlflowServer]:
-    """The compose stack's `mlflow-migrate` then `mlflow` services, as processes on loopback."""
+def mlflow_server(
+    workdir: Path,
+    backend_store_uri: str,
+    s3: S3,
+    bucket: str,
+    workers: int = 1,
+    auth_cache_ttl: int | None = None,
+) -> Iterator[MlflowServer]:
+    """The compose stack's `mlflow-migrate` then `mlflow` services, as `make server` runs them
+    (`python -m churn.tools.server`), on loopback: its user database and auth config in `workdir`.
+
+    `workers`: 1 (the compose file's default is 4; one is plenty for most tests on a small machine).
+    `auth_cache_ttl`: seconds a verified credential stays cached; None keeps docker/mlflow/basic_auth.ini's.
+    """
     admin = ("admin", secrets.token_hex(16))
+    port = free_port()
     env = project_env(**S3_ENV)
     env.update(
         {
             "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
-            "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(workdir)),
+            "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
+            "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/",
             "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
             "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "true",
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_WORKERS": str(workers),
         }
     )
-    mlflow = str(BIN / "mlflow")
-    # Migrate first, in one process, as the compose file's mlflow-migrate does.
-    migrate = subprocess.run(
-        [mlflow, "db", "upgrade", backend_store_uri], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    port = free_port()
-    cmd = [
-        mlflow,
-        "server",
-        "--backend-store-uri",
-        backend_store_uri,
-        "--artifacts-destination",
-        f"s3://{bucket}/",
-        "--serve-artifacts",
-        "--app-name",
-        "basic-auth",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",  # the compose file's default is 4; one is plenty for a test on a small machine
-    ]
+    cmd = [sys.executable, "-m", "churn.tools.server", "--dir", str(workdir)]
+    if auth_cache_ttl is not None:
+        cmd += ["--auth-cache-ttl", str(auth_cache_ttl)]
     url = f"http://127.0.0.1:{port}"
     log = workdir / "mlflow-server.log"
-    with service(cmd, env, log, f"{url}/health", timeout=180):
+    # The schema migration (minutes on a fresh database and a busy machine), then the workers' start.
+    with service(cmd, env, log, f"{url}/health", timeout=600):
         yield MlflowServer(url=url, admin=admin, log=log)

@@ -29,6 +29,7 @@ SHELL_LANGUAGES = {"sh", "bash", "console"}
 RUN_MARK = "<!-- tests/integration/test_readme.py runs the next block"
 OPERATORS = {"&&", "||", ";", "|", "&"}
 PROGRAMS = {"make", "bin/dvc", "bin/py", "git", "cd", "curl"}  # and .venv/bin/<anything but dvc>
+SHELL_BUILTINS = {"export", "set", "."}  # settings for the next command (`set -a && . ./.env && set +a`)
 QUEUE_TIMEOUT_S = 480
 ORPHANED_LIMIT_S = 60  # tasks queued and no worker alive for this long: the workers died
 
@@ -97,9 +98,12 @@ def problem(segment: list[str]) -> str | None:
     program = segment[0]
     if program == ".venv/bin/dvc":
         return "spell DVC as bin/dvc (its queue workers need the venv on PATH)"
-    if program in PROGRAMS or program.startswith(".venv/bin/") or segment[:2] == ["docker", "compose"]:
+    if program in PROGRAMS | SHELL_BUILTINS or program.startswith(".venv/bin/") or segment[:2] == ["docker", "compose"]:
         return None
-    return f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd, curl or docker compose"
+    return (
+        f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd, curl or docker compose "
+        "(after export, set or . for settings)"
+    )
 
 
 README_BLOCKS = shell_blocks(README.read_text())

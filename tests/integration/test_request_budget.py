@@ -61,11 +61,9 @@ def counted(tmp_path_factory, postgres_server):
         s3.create_bucket(BUCKET)
         with mlflow_server(workdir, database, s3, BUCKET) as server, CountingProxy(server.url) as proxy:
             root = make_repo(workdir / "repo", rows=400)
-            env = project_env(
-                MLFLOW_TRACKING_URI=proxy.url,
-                MLFLOW_TRACKING_USERNAME=server.admin[0],
-                MLFLOW_TRACKING_PASSWORD=server.admin[1],
-            )
+            user, token = server.admin
+            credentials = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": token}
+            env = project_env(MLFLOW_TRACKING_URI=proxy.url, **credentials)
             counts: dict[str, list[Request]] = {}
             run([PYTHON, "-m", "churn.tools.store", "init"], root, env)
             counts["init"] = proxy.reset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,40 @@ def test_a_parents_status_follows_its_stages_latest(statuses, expected):
     assert runs.parent_status(statuses.values()) == expected
     tags = {f"{runs.STAGE_STATUS_TAG}{stage}": status for stage, status in statuses.items()}
     assert runs.stage_statuses({**tags, "git.commit": "abc"}) == statuses
+
+
+class _Repository:
+    """An artifact repository that keeps what it is given (or fails), standing in for a server's."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.uploaded = fail, []
+
+    def log_artifact(self, local: str, artifact_path: str | None = None) -> None:
+        if self.fail:
+            raise OSError("connection reset by peer")
+        self.uploaded.append((Path(local).name, Path(local).read_text(), artifact_path))
+
+
+def _server_run(repository: _Repository) -> runs.StageRun:
+    run = runs.StageRun(store=store.Store("http://127.0.0.1:1", "1", None), run_id="r", parent_id=None)
+    run._repository = repository
+    return run
+
+
+def test_uploads_to_a_server_go_in_the_background_from_a_snapshot_and_are_awaited(tmp_path):
+    repository = _Repository()
+    run = _server_run(repository)
+    path = tmp_path / "metrics.json"
+    path.write_text("as logged")
+    run.log_artifact(path, "reports")
+    path.unlink()  # the stage publishes its staged outputs meanwhile
+    run.wait_for_uploads()
+    assert repository.uploaded == [("metrics.json", "as logged", "reports")]
+
+
+def test_a_failed_upload_fails_when_the_run_ends(tmp_path):
+    run = _server_run(_Repository(fail=True))
+    (tmp_path / "figure.png").write_text("png")
+    run.log_artifact(tmp_path / "figure.png")
+    with pytest.raises(OSError, match="connection reset"):
+        run.wait_for_uploads()

@@ -13,18 +13,20 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churn.errors import ChurnError
 from churn.system import boot_id, caller_process, git, process_alive, process_started
 from churn.timing import phase, timed
-from churn.tracking.store import Store, connect, explain, redact
+from churn.tracking.store import Store, connect, explain, is_local_store, redact
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from churn.config import MlflowParams
 
@@ -277,6 +279,7 @@ def flatten(mapping: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+UPLOADS = 4  # artifact uploads to a server at once
 # MLflow's limits for one log_batch call (REST and SQL stores alike).
 BATCH_PARAMS, BATCH_TAGS, BATCH_METRICS, BATCH_ENTITIES = 100, 100, 1000, 1000
 
@@ -327,6 +330,10 @@ class StageRun:
     own: Records = field(default_factory=Records)
     parent: Records = field(default_factory=Records)
     inputs: list = field(default_factory=list)  # mlflow.entities.DatasetInput
+    _repository: Any = None  # the run's artifact repository, once an artifact is logged
+    _uploader: ThreadPoolExecutor | None = None
+    _snapshots: Path | None = None  # the files being uploaded, as they were logged
+    _uploads: list[Future] = field(default_factory=list)
 
     def log_params(self, params: dict[str, Any], parent: bool = True) -> None:
         items = {k: v[:6000] for k, v in flatten(params).items()}
@@ -373,11 +380,45 @@ class StageRun:
 
     @timed("logging")
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        """Upload one file now: one request, to the location the run was created with (no lookup)."""
+        """Upload one file: one request, to the location the run was created with (no lookup). To a server it
+        goes in the background while the stage goes on (up to UPLOADS at once), from a snapshot of the file (a
+        hard link, else a copy: the stage may publish or rewrite it meanwhile); the run does not end before
+        every upload has, and a failed one fails the stage (`wait_for_uploads`)."""
+        import shutil
+        import tempfile
+
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        repository = get_artifact_repository(self.artifact_uri, tracking_uri=self.store.uri)
-        repository.log_artifact(str(path), artifact_path)
+        if self._repository is None:
+            self._repository = get_artifact_repository(self.artifact_uri, tracking_uri=self.store.uri)
+        if is_local_store(self.store.uri):
+            self._repository.log_artifact(str(path), artifact_path)
+            return
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(max_workers=UPLOADS, thread_name_prefix="mlflow-upload")
+            self._snapshots = Path(tempfile.mkdtemp(prefix="churn-uploads-"))
+        snapshot = Path(tempfile.mkdtemp(dir=self._snapshots)) / Path(path).name  # the file's name is kept
+        try:
+            os.link(path, snapshot)
+        except OSError:  # another file system
+            shutil.copyfile(path, snapshot)
+        self._uploads.append(self._uploader.submit(self._repository.log_artifact, str(snapshot), artifact_path))
+
+    def wait_for_uploads(self, cancel: bool = False) -> None:
+        """Until every upload has ended; the first failure is raised (`cancel`: drop those not yet begun)."""
+        if self._uploader is None:
+            return
+        import shutil
+
+        uploads, self._uploads = self._uploads, []
+        self._uploader.shutdown(wait=True, cancel_futures=cancel)
+        self._uploader = None
+        if self._snapshots is not None:
+            shutil.rmtree(self._snapshots, ignore_errors=True)
+            self._snapshots = None
+        for upload in uploads:
+            if not upload.cancelled():
+                upload.result()
 
     @timed("logging")
     def record_outputs(self, staged: dict[str, Path]) -> None:
@@ -390,28 +431,53 @@ class StageRun:
 
     @timed("logging")
     def send(self) -> None:
-        """Send what this run was given: its records, then its dataset inputs (one call)."""
-        self.own.send(self.store, self.run_id)
-        if self.inputs:
-            inputs, self.inputs = self.inputs, []
-            self.store.client.log_inputs(self.run_id, datasets=inputs)
+        """Send what this run was given: its records and its dataset inputs (one call), side by side."""
+        inputs, self.inputs = self.inputs, []
+        calls = [partial(self.own.send, self.store, self.run_id)]
+        if inputs:
+            calls.append(partial(self.store.client.log_inputs, self.run_id, datasets=inputs))
+        side_by_side(self.store, *calls)
 
     def _targets(self, parent: bool) -> list[Records]:
         return [self.own, self.parent] if parent and self.parent_id else [self.own]
 
 
+def side_by_side(store: Store, *calls: Callable[[], object]) -> None:
+    """Run independent calls to the store, each to its end; the first error is raised. Against a server they run
+    in threads, so that their round trips overlap; against a local store one after the other (its writes are
+    serialised anyway)."""
+    if len(calls) < 2 or is_local_store(store.uri):
+        for call in calls:
+            call()
+        return
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="mlflow") as pool:
+        futures = [pool.submit(call) for call in calls]
+    for future in futures:
+        future.result()
+
+
 def _end(run: StageRun, parent: Parent | None, stage: str, status: str) -> None:
-    """Send the run's records and end it with `status`; then give the parent the stage's share (its params,
-    metrics and this stage's status) and end it with the status its stages' latest statuses give."""
-    run.send()
-    run.store.client.set_terminated(run.run_id, status)
+    """Wait for the uploads; send the run's records and end it with `status`; beside that, give the parent the
+    stage's share (its params, metrics and this stage's status) and end it with the status its stages' latest
+    statuses give. Every record is on the store when this returns."""
+    run.wait_for_uploads(cancel=status != "FINISHED")
+
+    def own() -> None:
+        run.send()
+        run.store.client.set_terminated(run.run_id, status)
+
     if parent is None:
+        own()
         return
     statuses = {**stage_statuses(parent.tags), stage: status}
     run.parent.tags[f"{STAGE_STATUS_TAG}{stage}"] = status
     run.parent.tags[EXECUTION_TAG] = execution_tag()
-    run.parent.send(run.store, parent.run_id)
-    run.store.client.set_terminated(parent.run_id, parent_status(statuses.values()))
+
+    def parents() -> None:
+        run.parent.send(run.store, parent.run_id)
+        run.store.client.set_terminated(parent.run_id, parent_status(statuses.values()))
+
+    side_by_side(run.store, own, parents)
 
 
 @contextmanager
@@ -446,13 +512,15 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
             }
             if parent:
                 tags[PARENT_ID_TAG] = parent.run_id
-            created = store.client.create_run(
-                store.experiment_id, run_name=stage, tags=context_registry.resolve_tags(tags)
-            )
+            resolved = context_registry.resolve_tags(tags)
+            made: list = []
+            calls = [lambda: made.append(store.client.create_run(store.experiment_id, run_name=stage, tags=resolved))]
             if parent and parent.status != "RUNNING":
                 # A stage runs; an earlier one ended it. One request (update_run would read the run first); the
                 # end time it sets is replaced when the parent ends again.
-                store.client.set_terminated(parent.run_id, "RUNNING")
+                calls.append(partial(store.client.set_terminated, parent.run_id, "RUNNING"))
+            side_by_side(store, *calls)
+            created = made[0]
     except ChurnError:
         raise
     except Exception as exc:  # noqa: BLE001
