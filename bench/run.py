@@ -387,6 +387,19 @@ def scaling(b: Bench) -> dict:
 # --- sweeps --------------------------------------------------------------------------------------
 
 
+def queue_status(root: Path, attempts: int = 3) -> subprocess.CompletedProcess:
+    """`dvc queue status`, asked again (after a second) when it fails: DVC 3.67 can read a task's info file
+    while a worker is writing it ("Expecting value: line 1 column 1")."""
+    for attempt in range(attempts):
+        try:
+            return dvc(root, "queue", "status")[1]
+        except BenchError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def wait_for_queue(root: Path, timings: Path, experiments: int, limit_s: float = 3600) -> str:
     """Wait until nothing is queued or running; returns the last `dvc queue status`.
 
@@ -405,7 +418,7 @@ def wait_for_queue(root: Path, timings: Path, experiments: int, limit_s: float =
             continue
         if finished >= experiments or time.monotonic() - asked >= 15:
             asked = time.monotonic()
-            _, result = dvc(root, "queue", "status")
+            result = queue_status(root)
             tasks, _, workers = result.stdout.partition("Worker status")
             if not ACTIVE.search(tasks):
                 return result.stdout

@@ -178,7 +178,7 @@ class _Repository:
 
 
 def _server_run(repository: _Repository) -> runs.StageRun:
-    run = runs.StageRun(store=store.Store("http://127.0.0.1:1", "1", None), run_id="r", parent_id=None)
+    run = runs.StageRun(store=store.Store("http://127.0.0.1:1", "1", None), start=runs.Started("r", "", None))
     run._repository = repository
     return run
 

@@ -126,10 +126,11 @@ def execution_tag() -> str:
     return f"{socket.gethostname()}:{pid}:{started:.2f}"
 
 
-def find_or_create_parent(store: Store, tags: dict[str, str]) -> Parent | None:
+def find_or_create_parent(store: Store, tags: dict[str, str], key: tuple[str, str] | None = None) -> Parent | None:
     """This execution's parent run (one search), created when there is none. The first stage of an execution
-    (a new parent, or a reused one that an earlier execution made) first ends this host's dead runs."""
-    key = pipeline_key(tags.get("git.commit", ""))
+    (a new parent, or a reused one that an earlier execution made) first ends this host's dead runs. `key`:
+    the pipeline key if already known (else `pipeline_key`)."""
+    key = key or pipeline_key(tags.get("git.commit", ""))
     if key is None:
         return None
     key_value, run_name = key
@@ -315,6 +316,15 @@ class Records:
         self.params, self.metrics, self.tags = {}, [], {}
 
 
+@dataclass(frozen=True)
+class Started:
+    """A stage's run as created: its id, its artifact location, its parent (None for a stage run by hand)."""
+
+    run_id: str
+    artifact_uri: str
+    parent: Parent | None
+
+
 @dataclass
 class StageRun:
     """One stage's MLflow run. Params, metrics, tags and dataset inputs are kept in the process and sent
@@ -322,9 +332,8 @@ class StageRun:
     once, straight to the run's artifact location."""
 
     store: Store
-    run_id: str
-    parent_id: str | None
-    artifact_uri: str = ""
+    start: Started | Future  # the run as created, or the creation under way (against a server)
+    has_parent: bool = False
     data_md5: str = ""  # of the stage's inputs, as tagged (data.md5)
     output_md5: dict[str, str] = field(default_factory=dict)
     own: Records = field(default_factory=Records)
@@ -334,6 +343,31 @@ class StageRun:
     _uploader: ThreadPoolExecutor | None = None
     _snapshots: Path | None = None  # the files being uploaded, as they were logged
     _uploads: list[Future] = field(default_factory=list)
+
+    def started(self) -> Started:
+        """The run as created: waits for its creation when that is under way, and raises its error (one line)."""
+        if isinstance(self.start, Future):
+            try:
+                with phase("logging"):
+                    self.start = self.start.result()
+            except ChurnError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - MLflow, HTTP and database errors alike
+                raise explain(exc, self.store.uri) from None
+        return self.start
+
+    @property
+    def run_id(self) -> str:
+        return self.started().run_id
+
+    @property
+    def parent_id(self) -> str | None:
+        parent = self.started().parent
+        return parent.run_id if parent else None
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.started().artifact_uri
 
     def log_params(self, params: dict[str, Any], parent: bool = True) -> None:
         items = {k: v[:6000] for k, v in flatten(params).items()}
@@ -426,6 +460,7 @@ class StageRun:
         from DVC's run-cache can be traced back to the run that computed them."""
         from churn.system import file_md5
 
+        self.started()  # before the stage publishes anything, its run exists (or the stage fails here)
         self.output_md5 = {final: file_md5(path) for final, path in staged.items()}
         self.set_tags({f"dvc.out.{final}": md5 for final, md5 in self.output_md5.items()})
 
@@ -439,7 +474,7 @@ class StageRun:
         side_by_side(self.store, *calls)
 
     def _targets(self, parent: bool) -> list[Records]:
-        return [self.own, self.parent] if parent and self.parent_id else [self.own]
+        return [self.own, self.parent] if parent and self.has_parent else [self.own]
 
 
 def side_by_side(store: Store, *calls: Callable[[], object]) -> None:
@@ -456,10 +491,11 @@ def side_by_side(store: Store, *calls: Callable[[], object]) -> None:
         future.result()
 
 
-def _end(run: StageRun, parent: Parent | None, stage: str, status: str) -> None:
+def _end(run: StageRun, stage: str, status: str) -> None:
     """Wait for the uploads; send the run's records and end it with `status`; beside that, give the parent the
     stage's share (its params, metrics and this stage's status) and end it with the status its stages' latest
     statuses give. Every record is on the store when this returns."""
+    parent = run.started().parent
     run.wait_for_uploads(cancel=status != "FINISHED")
 
     def own() -> None:
@@ -487,10 +523,12 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
     On success the run (and the parent, for now) ends FINISHED; on any error both end FAILED (KILLED for
     Ctrl-C, SIGTERM, SIGHUP) with the error as a tag, and the error propagates.
 
-    Requests (to a server; the same calls to a local store): the store's health and experiment, the parent
-    search (and, once per execution, the dead-run search and the parent's creation), the run's creation with
-    all its tags, the parent back to RUNNING; at the end one log_batch per 100 params (dataset inputs in one
-    more call), the run's end, one log_batch and the end for the parent. Artifacts: one upload per file.
+    Requests (to a server; the same calls to a local store): the store's health and experiment (before the
+    stage begins: an unreachable server or refused credentials stop it at once); then, while the stage works,
+    the parent search (once per execution also the dead-run search and the parent's creation), the run's
+    creation with all its tags and the parent back to RUNNING; at the end one log_batch per 100 params (dataset
+    inputs in one more call), the run's end, one log_batch and the end for the parent. Artifacts: one upload
+    per file. docs/tracking.md, "What a run costs the store".
     """
     from mlflow.tracking.context import registry as context_registry
 
@@ -498,56 +536,70 @@ def stage_run(stage: str, settings: MlflowParams, inputs: list[Path]) -> Iterato
     from churn.timing import phase
 
     with phase("store"):  # importing MLflow is part of opening the store
-        store = connect(settings.experiment, settings.tracking_uri)
+        store = connect(settings.experiment, settings.tracking_uri)  # reachable, and the credentials good
     with phase("logging"):
         context = {**git_tags(), **dvc_tags()}
-    try:
-        with phase("logging"):
-            parent = find_or_create_parent(store, context)
-            tags = {
-                **context,
-                **process_tags(),
-                STAGE_TAG: os.environ.get("DVC_STAGE", stage),
-                "data.md5": combined_md5(inputs) if inputs else "",
-            }
-            if parent:
-                tags[PARENT_ID_TAG] = parent.run_id
-            resolved = context_registry.resolve_tags(tags)
-            made: list = []
-            calls = [lambda: made.append(store.client.create_run(store.experiment_id, run_name=stage, tags=resolved))]
-            if parent and parent.status != "RUNNING":
-                # A stage runs; an earlier one ended it. One request (update_run would read the run first); the
-                # end time it sets is replaced when the parent ends again.
-                calls.append(partial(store.client.set_terminated, parent.run_id, "RUNNING"))
-            side_by_side(store, *calls)
-            created = made[0]
-    except ChurnError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, store.uri) from None
-    run = StageRun(
-        store=store,
-        run_id=created.info.run_id,
-        parent_id=parent.run_id if parent else None,
-        artifact_uri=created.info.artifact_uri,
-        data_md5=tags["data.md5"],
-    )
-    log.info("MLflow run %s (stage %s) in %s", run.run_id, stage, redact(store.uri))
+        key = pipeline_key(context.get("git.commit", ""))
+        tags = {
+            **context,
+            **process_tags(),
+            STAGE_TAG: os.environ.get("DVC_STAGE", stage),
+            "data.md5": combined_md5(inputs) if inputs else "",
+        }
+
+    def begin() -> Started:
+        parent = find_or_create_parent(store, context, key) if key else None
+        if parent:
+            tags[PARENT_ID_TAG] = parent.run_id
+        resolved = context_registry.resolve_tags(tags)
+        made: list = []
+        calls = [lambda: made.append(store.client.create_run(store.experiment_id, run_name=stage, tags=resolved))]
+        if parent and parent.status != "RUNNING":
+            # A stage runs; an earlier one ended it. One request (update_run would read the run first); the end
+            # time it sets is replaced when the parent ends again.
+            calls.append(partial(store.client.set_terminated, parent.run_id, "RUNNING"))
+        side_by_side(store, *calls)
+        log.info("MLflow run %s (stage %s) in %s", made[0].info.run_id, stage, redact(store.uri))
+        return Started(made[0].info.run_id, made[0].info.artifact_uri, parent)
+
+    if is_local_store(store.uri):
+        start = _completed(begin)
+    else:
+        # Against a server the run is created while the stage works: its round trips overlap the stage's
+        # first reads. The stage waits for it before it records or publishes an output (StageRun.started).
+        starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-start")
+        start = starter.submit(begin)
+        starter.shutdown(wait=False)
+    run = StageRun(store=store, start=start, has_parent=key is not None, data_md5=tags["data.md5"])
+    if is_local_store(store.uri):
+        run.started()  # a local store's error stops the stage before it begins
     try:
         yield run
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
             run.own.tags["error"] = str(exc)[:4000] or type(exc).__name__
-            _end(run, parent, stage, status)
-        except Exception:  # noqa: BLE001 - the original error matters more
-            log.warning("could not mark MLflow run %s as %s", run.run_id, status)
+            _end(run, stage, status)
+        except Exception:  # noqa: BLE001 - the original error matters more (it may be the run's own creation)
+            log.warning("could not mark the MLflow run of stage %s as %s", stage, status)
         raise
     try:
         with phase("logging"):
-            _end(run, parent, stage, "FINISHED")
+            _end(run, stage, "FINISHED")
+    except ChurnError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, store.uri) from None
+
+
+def _completed(call: Callable[[], Started]) -> Future:
+    """`call`'s result (or error) as a completed Future: the same path as a creation run in a thread."""
+    future: Future = Future()
+    try:
+        future.set_result(call())
+    except BaseException as exc:  # noqa: BLE001 - handed over whole, as a thread would
+        future.set_exception(exc)
+    return future
 
 
 SCHEMA_ROWS = 1000
