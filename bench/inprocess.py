@@ -26,7 +26,8 @@ from churn.core.evaluation import classification_metrics, classification_report,
 from churn.core.features import build_preprocessor, raw_feature_importance, transform
 from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.core.plots import confusion_matrix_figure, curve_figure, feature_importance_figure
-from churn.core.schema import split, target_labels, validate_and_clean
+from churn.core.schema import target_labels, validate_and_clean
+from churn.core.split import Sides
 from churn.pipeline.files import read_raw, write_csv_rows, write_figure, write_json, write_parquet, write_pickle
 from churn.pipeline.paths import (
     CONFUSION,
@@ -98,9 +99,12 @@ def run(params: Params, out: Path, clock: Clock) -> dict[str, float]:
         dropped = int(repeats.sum()) if params.prepare.drop_duplicates else 0
         if dropped:
             clean = clean.loc[~repeats.to_numpy()].reset_index(drop=True)
-        train, test = split(clean, target, params.prepare.test_size, params.prepare.seed)
+        sides = Sides(data, params.prepare, data.raw_path)
+        train, test = sides.split(clean)
+        sides.check(labels)
         blank = len(raw) - len(clean) - dropped
-        report = quality.report(len(raw), blank, int(repeats.sum()), dropped, train, test, identity, target, labels)
+        counted = sides.rows, sides.positives, sides.test_rows_in_train()
+        report = quality.report(len(raw), blank, int(repeats.sum()), dropped, *counted, labels)
     with clock("prepare", "write"):
         write_parquet(train, dest(PREPARED_TRAIN))
         write_parquet(test, dest(PREPARED_TEST))

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from churn.config import load_params
-from churn.core.quality import rows_seen
 from churn.pipeline import prepare
 from tests.conftest import write_params
 
@@ -30,8 +29,10 @@ def messy(workspace, customers, params_raw):
     return params_raw
 
 
-def _prepare(workspace, params_raw, drop: bool) -> dict:
+def _prepare(workspace, params_raw, drop: bool, streaming: bool = False) -> dict:
     params_raw["prepare"]["drop_duplicates"] = drop
+    if streaming:  # the large-data path, in batches of 7 rows
+        params_raw["resources"].update(streaming_rows=0, batch_rows=7)
     write_params(workspace, params_raw)
     prepare.run(load_params())
     return json.loads((workspace / "reports" / "data_quality.json").read_text())
@@ -60,20 +61,30 @@ def test_repeats_are_dropped_before_the_split(workspace, migrated_store, messy, 
     train = pd.read_parquet(workspace / "data/prepared/train.parquet")
     test = pd.read_parquet(workspace / "data/prepared/test.parquet")
     assert len(train) + len(test) == 400
-    assert rows_seen(test, train, [*FEATURES, "churn"]) == 0
+    assert test.merge(train, on=[*FEATURES, "churn"]).empty  # no test row is identical to a train row
+    shares = report["class_shares"]
+    assert shares["test"]["Yes"] == round((test["churn"] == 1).mean(), 6)
+    assert shares["train"]["Yes"] == round((train["churn"] == 1).mean(), 6)
+    assert shares["train"]["No"] == round(1 - shares["train"]["Yes"], 6)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("8 of 508 rows (1.6%) have a blank churn and were dropped" in w for w in warnings), warnings
     assert any("100 of 500 rows (20.0%) repeat an earlier row's" in w and "dropped before" in w for w in warnings)
     metrics = _stage_metrics()
     assert metrics["prepare.rows_duplicate_dropped"] == 100 and metrics["prepare.rows_blank_target"] == 8
+    assert metrics["prepare.positive_share_test"] == shares["test"]["Yes"]
+    assert metrics["prepare.positive_share_train"] == shares["train"]["Yes"]
 
 
-def test_kept_repeats_show_up_as_test_rows_seen_in_training(workspace, migrated_store, messy, caplog):
+@pytest.mark.parametrize("streaming", [False, True], ids=["in memory", "batches of 7"])
+def test_kept_repeats_show_up_as_test_rows_seen_in_training(workspace, migrated_store, messy, caplog, streaming):
     with caplog.at_level(logging.WARNING):
-        report = _prepare(workspace, messy, drop=False)
+        report = _prepare(workspace, messy, drop=False, streaming=streaming)
     assert report["rows_duplicate"] == 100 and report["rows_duplicate_dropped"] == 0
     assert report["rows_used"] == 500
-    assert report["test_rows_in_train"] > 0
+    train = pd.read_parquet(workspace / "data/prepared/train.parquet")
+    test = pd.read_parquet(workspace / "data/prepared/test.parquet")
+    identity = [*FEATURES, "churn"]
+    assert report["test_rows_in_train"] == len(test.merge(train[identity].drop_duplicates(), on=identity)) > 0
     assert _stage_metrics()["prepare.test_rows_in_train"] == report["test_rows_in_train"]
     warnings = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "identical to a train row" in warnings and "kept (set prepare.drop_duplicates: true" in warnings

@@ -23,6 +23,9 @@ from churn.system import file_md5
 STAGES = ("prepare", "featurize", "train", "evaluate", "register")
 MODULES = (prepare, featurize, train, evaluate, register)
 PNG = b"\x89PNG\r\n\x1a\n"
+# The 400 customers whose keyed id hash falls in the lowest 20% of the range (churn.core.split): 70.
+TEST_ROWS = 70
+TRAIN_ROWS = 400 - TEST_ROWS
 MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 pytestmark = pytest.mark.slow  # the module's one pipeline run takes several seconds (MLflow store, log_model)
@@ -80,17 +83,19 @@ def _parquet(pipeline, path: str) -> pd.DataFrame:
 # --- outputs -------------------------------------------------------------------------------------
 
 
-def test_prepare_splits_400_rows_80_20(pipeline):
+def test_prepare_splits_400_rows_by_the_hash_of_their_ids(pipeline):
     train_df = _parquet(pipeline, "data/prepared/train.parquet")
     test_df = _parquet(pipeline, "data/prepared/test.parquet")
-    assert (len(train_df), len(test_df)) == (320, 80)
+    assert (len(train_df), len(test_df)) == (TRAIN_ROWS, TEST_ROWS)
     data = pipeline.params.data
     assert list(train_df.columns) == [*data.id_columns, *data.numerical, *data.categorical, data.target]
     ids = set(train_df["customer_id"]) | set(test_df["customer_id"])
     assert len(ids) == 400
     assert not set(train_df["customer_id"]) & set(test_df["customer_id"])
     assert set(train_df["churn"]) == {0, 1}
-    assert abs(train_df["churn"].mean() - test_df["churn"].mean()) < 0.02  # stratified
+    shares = json.loads((pipeline.root / "reports" / "data_quality.json").read_text())["class_shares"]
+    assert shares["train"]["1"] == round(train_df["churn"].mean(), 6)  # not stratified: the shares are reported
+    assert shares["test"]["1"] == round(test_df["churn"].mean(), 6)
     assert train_df["total_charges"].dtype == "float64"
     assert train_df["total_charges"].isna().sum() + test_df["total_charges"].isna().sum() == int(
         (pd.read_csv(pipeline.root / data.raw_path)["tenure"] == 0).sum()
@@ -98,7 +103,7 @@ def test_prepare_splits_400_rows_80_20(pipeline):
 
 
 def test_featurize_writes_complete_numeric_features(pipeline):
-    for path, rows in (("data/features/train.parquet", 320), ("data/features/test.parquet", 80)):
+    for path, rows in (("data/features/train.parquet", TRAIN_ROWS), ("data/features/test.parquet", TEST_ROWS)):
         features = _parquet(pipeline, path)
         assert len(features) == rows
         assert "churn" in features.columns
@@ -138,7 +143,7 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
         assert all(math.isfinite(v) for p in points for v in p.values())
     confusion = pd.read_csv(reports / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
-    assert len(confusion) == 80
+    assert len(confusion) == TEST_ROWS
     assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     report = json.loads((reports / "classification_report.json").read_text())
     assert report["1"]["support"] == int(confusion["actual"].sum())
@@ -196,8 +201,8 @@ def test_prepare_run_records_raw_data_and_output_hashes(pipeline):
     assert run.data.tags["data.md5"] == file_md5(pipeline.root / pipeline.params.data.raw_path)
     for out in ("data/prepared/train.parquet", "data/prepared/test.parquet"):
         assert run.data.tags[f"dvc.out.{out}"] == file_md5(pipeline.root / out)
-    assert run.data.metrics["prepare.rows_train"] == 320
-    assert run.data.metrics["prepare.rows_test"] == 80
+    assert run.data.metrics["prepare.rows_train"] == TRAIN_ROWS
+    assert run.data.metrics["prepare.rows_test"] == TEST_ROWS
 
 
 def test_parent_holds_the_test_metrics(pipeline):
@@ -228,7 +233,7 @@ def test_champion_predicts_probabilities_from_raw_columns(pipeline):
     raw = _parquet(pipeline, "data/prepared/test.parquet")[list(pipeline.params.data.features)]
     model = mlflow.pyfunc.load_model(f"models:/{pipeline.params.register.model_name}@champion")
     proba = np.asarray(model.predict(raw))
-    assert proba.shape == (80, 2)
+    assert proba.shape == (TEST_ROWS, 2)
     assert ((proba >= 0) & (proba <= 1)).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     # The same numbers as the pipeline's own preprocessor and model files.

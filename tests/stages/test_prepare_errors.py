@@ -14,7 +14,7 @@ import pytest
 from churn.config import load_params
 from churn.errors import DataError
 from churn.pipeline import prepare
-from tests.conftest import project_env
+from tests.conftest import project_env, write_params
 
 RAW = "data/raw/customers.csv"
 
@@ -81,6 +81,29 @@ def test_one_class_target(workspace, migrated_store, customers):
     assert "one class" in str(_run_prepare(workspace))
 
 
+def _one_class_in_test(workspace, customers) -> int:
+    """The raw table relabelled so that every positive row lands in train; returns the test split's rows."""
+    from churn.core.split import in_test, row_keys
+
+    settings = load_params().prepare
+    to_test = in_test(row_keys(customers[["customer_id"]].astype(str), settings.seed), settings.test_size)
+    _rewrite(workspace, customers.assign(churn=(~to_test & (customers["churn"] == 1)).astype(int)))
+    return int(to_test.sum())
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["in memory", "in batches"])
+def test_a_split_side_with_one_class(workspace, migrated_store, customers, params_raw, streaming):
+    if streaming:
+        params_raw["resources"].update(streaming_rows=0, batch_rows=7)
+        write_params(workspace, params_raw)
+    rows = _one_class_in_test(workspace, customers)
+    message = str(_run_prepare(workspace))
+    assert message == (
+        f"{RAW}: all {rows} rows of the test split have churn '0'; each side needs both classes: "
+        "add rows, or change prepare.test_size or prepare.seed"
+    )
+
+
 def test_successful_prepare_publishes_both_splits(workspace, migrated_store):
     # The contrast to the cases above: the same workspace, untouched, does produce the outputs.
     prepare.run(load_params())
@@ -110,6 +133,18 @@ def test_cli_prints_one_error_line_and_exits_1(workspace, migrated_store, custom
     result = _cli(workspace, CHURN_LOG_LEVEL="WARNING")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [MISSING_CONTRACT]
+    _assert_nothing_published(workspace)
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_and_exits_1_for_a_side_with_one_class(workspace, migrated_store, customers):
+    rows = _one_class_in_test(workspace, customers)
+    result = _cli(workspace, CHURN_LOG_LEVEL="WARNING")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {RAW}: all {rows} rows of the test split have churn '0'; each side needs both classes: "
+        "add rows, or change prepare.test_size or prepare.seed"
+    ]
     _assert_nothing_published(workspace)
 
 

@@ -1,6 +1,6 @@
 """The large-data path forced at small scale (resources.streaming_rows 0, batches of a few rows) on 400 generated
 customers: featurize writes the default path's features, evaluate the default path's metrics for the same model,
-prepare splits by hash whatever the batch size, and xgboost trains from external memory.
+prepare writes the default path's split whatever the batch size, and xgboost trains from external memory.
 """
 
 from __future__ import annotations
@@ -140,28 +140,33 @@ def test_evaluate_streaming_unrounded_metrics_equal_the_default(runs):
         assert abs(weighted[name] - value) <= 1e-12, name
 
 
-def test_prepare_streaming_splits_by_hash_whatever_the_batch_size(runs, monkeypatch):
+def test_prepare_splits_alike_in_memory_and_in_batches_of_7_or_1_000_000_rows(runs, monkeypatch):
     root, params = runs.root, runs.params
     outputs = {}
-    for batch in (BATCH, 1000):
-        monkeypatch.setenv("CHURN_PIPELINE_KEY", f"prepare-batches-{batch}")  # another execution: other params
-        prepare.run(resources(params, streaming_rows=0, batch_rows=batch))
-        outputs[batch] = {
-            split: pd.read_parquet(root / f"data/prepared/{split}.parquet") for split in ("train", "test")
-        }
-        outputs[batch]["quality"] = json.loads((root / "reports/data_quality.json").read_text())
-    for split in ("train", "test"):
-        pd.testing.assert_frame_equal(outputs[BATCH][split], outputs[1000][split])
-    assert outputs[BATCH]["quality"] == outputs[1000]["quality"]
-    first, second = outputs[BATCH]["train"], outputs[BATCH]["test"]
+    for name, settings in (
+        ("in memory", params),
+        ("batches of 7", resources(params, streaming_rows=0, batch_rows=BATCH)),
+        ("batches of 1,000,000", resources(params, streaming_rows=0, batch_rows=1_000_000)),
+    ):
+        monkeypatch.setenv("CHURN_PIPELINE_KEY", f"prepare-{name}")  # another execution: other params
+        prepare.run(settings)
+        outputs[name] = {split: pd.read_parquet(root / f"data/prepared/{split}.parquet") for split in ("train", "test")}
+        outputs[name]["quality"] = json.loads((root / "reports/data_quality.json").read_text())
+    expected = outputs["in memory"]
+    for name in ("batches of 7", "batches of 1,000,000"):
+        for split in ("train", "test"):
+            pd.testing.assert_frame_equal(outputs[name][split], expected[split])
+        assert outputs[name]["quality"] == expected["quality"]
+    first, second = expected["train"], expected["test"]
     assert len(first) + len(second) == 400
     assert not set(first["customer_id"]) & set(second["customer_id"])
     assert 0.12 < len(second) / 400 < 0.28  # test_size 0.2, up to the hash's binomial noise on 400 rows
     data = params.data
     assert list(first.columns) == [*data.id_columns, *data.numerical, *data.categorical, data.target]
     assert first["total_charges"].dtype == "float64"
-    quality = outputs[BATCH]["quality"]
+    quality = expected["quality"]
     assert quality["test_rows_in_train"] == 0 and quality["rows_used"] == 400
+    assert quality["class_shares"]["test"]["1"] == round(second["churn"].mean(), 6)
 
 
 def test_prepare_streaming_drops_repeated_rows_like_the_default(runs, monkeypatch):

@@ -1,5 +1,6 @@
-"""params.yaml parsing: the repository's file is valid, it is read as DVC reads it, and every invalid value is
-one line naming the file, the dotted key, the value and what was expected."""
+"""params.yaml parsing for the stages: the repository's file is valid, it is read as DVC reads it, and every invalid
+value is one line naming the file, the dotted key, the value and what was expected. The blocks only tools read
+are in test_tool_settings.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from churn.config import (
     read_yaml,
 )
 from churn.errors import ChurnError, ParamError
-from tests.conftest import REPO
+from tests.conftest import REPO, delete_key
 
 
 def test_repository_params_yaml_parses():
@@ -46,7 +47,6 @@ def test_parse_params_returns_typed_values(params_raw):
     assert params.data.id_columns == ()
     assert params.data.numerical == tuple(params_raw["data"]["numerical"])
     assert params.model.random_forest.model_dump() == params_raw["model"]["random_forest"]
-    assert params.sweep.random_forest == {k: tuple(v) for k, v in params_raw["sweep"]["random_forest"].items()}
 
 
 def test_hyperparameters_are_the_active_family_as_before(params_raw):
@@ -58,7 +58,7 @@ def test_hyperparameters_are_the_active_family_as_before(params_raw):
 
 
 @pytest.mark.parametrize(
-    "block", [None, "data", "model", "model.random_forest", "model.xgboost", "sweep", "tune", "tune.space", "register"]
+    "block", [None, "data", "model", "model.random_forest", "model.xgboost", "register", "resources"]
 )
 def test_every_level_is_frozen(params_raw, block):
     node = parse_params(params_raw)
@@ -69,12 +69,10 @@ def test_every_level_is_frozen(params_raw, block):
         setattr(node, name, getattr(node, name))
 
 
-def test_space_entries_and_thresholds_are_frozen(params_raw):
-    params = parse_params(params_raw)
-    for entry in (params.tune.space.logistic_regression["C"], params.register.thresholds["roc_auc"]):
-        name = next(iter(type(entry).model_fields))
-        with pytest.raises(ValidationError, match="frozen"):
-            setattr(entry, name, 1.0)
+def test_thresholds_are_frozen(params_raw):
+    entry = parse_params(params_raw).register.thresholds["roc_auc"]
+    with pytest.raises(ValidationError, match="frozen"):
+        entry.min = 1.0
 
 
 def _set(raw: dict, dotted: str, value) -> None:
@@ -109,7 +107,6 @@ def _set(raw: dict, dotted: str, value) -> None:
         ("train.cv_folds", 1),
         ("train.cv_folds", 0),
         ("train.n_jobs", True),
-        ("generate.rows", 9),
         ("featurize.numeric_impute", "mode"),
         ("featurize.scale", "yes"),
         ("featurize.scale", 1),
@@ -120,8 +117,6 @@ def _set(raw: dict, dotted: str, value) -> None:
         ("register.min_improvement", -0.1),
         ("mlflow.experiment", None),
         ("mlflow.tracking_uri", 3),
-        ("compare.sort_by", "auc"),
-        ("compare.curves", 0),
         ("data.numerical", "age"),
         ("data.categorical", ["gender", ""]),
         ("data.target", 3),
@@ -129,13 +124,6 @@ def _set(raw: dict, dotted: str, value) -> None:
         ("data.positive_label", [1]),
         ("data.positive_label", {"yes": 1}),
         ("model", "logistic_regression"),
-        ("tune.n_trials", 0),
-        ("tune.timeout_s", 0),
-        ("tune.storage", ""),
-        ("tune.study_name", "  "),
-        ("tune.metric", "auc"),
-        ("tune.family", "svm"),
-        ("tune.pruner.n_warmup_steps", -1),
         ("data.encoding", "klingon"),
         ("data.encoding", ""),
         ("data.separator", ";;"),
@@ -186,19 +174,15 @@ def test_unknown_model_type_is_one_line(params_raw):
 
 @pytest.mark.parametrize(
     "dotted",
-    ["featurize.scale", "model.random_forest.max_depth", "register.thresholds", "tune.pruner.n_startup_trials"],
+    ["featurize.scale", "model.random_forest.max_depth", "register.thresholds", "resources.batch_rows"],
 )
 def test_missing_key_is_named(params_raw, dotted):
-    *parents, last = dotted.split(".")
-    block = params_raw
-    for part in parents:
-        block = block[part]
-    del block[last]
+    delete_key(params_raw, dotted)
     with pytest.raises(ChurnError, match=f"^params.yaml: missing key {re.escape(dotted)}$"):
         parse_params(params_raw)
 
 
-@pytest.mark.parametrize("name", ["mlflow", "tune"])
+@pytest.mark.parametrize("name", ["mlflow", "resources"])
 def test_missing_block_is_named(params_raw, name):
     del params_raw[name]
     with pytest.raises(ChurnError, match=f"missing key {name}$"):
@@ -209,13 +193,10 @@ def test_missing_block_is_named(params_raw, name):
     ("dotted", "known"),
     [
         ("model.random_forest.max_features", "n_estimators, max_depth"),
-        ("shuffle", "data, generate"),
-        ("tune.shuffle", "family, metric"),
+        ("shuffle", "resources, generate, sweep, compare, tune"),  # the tools' blocks are known, set aside
         ("register.min_roc_auc", "model_name, thresholds, min_improvement"),  # the old gate's shape
         ("register.thresholds.auc", "accuracy, precision"),
         ("register.thresholds.roc_auc.above", "min, max"),
-        ("sweep.svm", "logistic_regression, random_forest, xgboost"),
-        ("sweep.xgboost.gamma", "n_estimators, max_depth, learning_rate"),
     ],
 )
 def test_unknown_keys_are_named(params_raw, dotted, known):
@@ -267,17 +248,6 @@ def test_gate_is_data_for_mlflow():
     assert register.thresholds["f1"] == Threshold(min=1.0)
     assert [(t.value, t.greater_is_better) for t in register.thresholds.values()] == [(0.2, False), (1.0, True)]
     assert register.model_dump()["thresholds"]["brier"] == {"min": None, "max": 0.2}
-
-
-@pytest.mark.parametrize(("grid", "words"), [([], "a non-empty list"), (7, "a non-empty list"), ({}, "non-empty")])
-def test_sweep_grids_are_non_empty_lists(params_raw, grid, words):
-    if isinstance(grid, dict):
-        params_raw["sweep"]["xgboost"] = grid
-    else:
-        params_raw["sweep"]["xgboost"]["max_depth"] = grid
-    with pytest.raises(ParamError, match=r"^params\.yaml: sweep\.xgboost") as caught:
-        parse_params(params_raw)
-    assert words in str(caught.value)
 
 
 def test_models_built_in_code_are_validated_too():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 
 from churn.config import DataParams
-from churn.core.schema import split, validate_and_clean
-from churn.errors import ChurnError, DataError
+from churn.core.schema import validate_and_clean
+from churn.errors import DataError
 from churn.pipeline.files import read_raw
 
 SOURCE = "data/raw/tiny.csv"
@@ -237,20 +235,3 @@ def test_spaces_around_a_column_name_are_pointed_out(tmp_path, schema):
 def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path, schema):
     path = _bytes(tmp_path, b"\xef\xbb\xbf" + (HEADER + "C1,30,20.5,basic,0,1,x\n").encode())
     assert read_raw(path, schema)["customer_id"].tolist() == ["C1"]
-
-
-# --- split ---------------------------------------------------------------------------------------
-
-
-def test_split_is_stratified_seeded_and_complete(raw, schema):
-    frame = pd.concat([validate_and_clean(raw, schema, SOURCE)] * 5, ignore_index=True)  # 40 rows, 15 positive
-    train, test = split(frame, "churn", 0.2, seed=3)
-    assert (len(train), len(test)) == (32, 8)
-    assert math.isclose(test["churn"].mean(), frame["churn"].mean(), abs_tol=0.13)
-    again_train, _ = split(frame, "churn", 0.2, seed=3)
-    pd.testing.assert_frame_equal(train, again_train)
-
-
-def test_split_refuses_too_few_rows(raw, schema):
-    with pytest.raises(ChurnError, match="too few rows"):
-        split(validate_and_clean(raw, schema, SOURCE).head(3), "churn", 0.2, seed=0)

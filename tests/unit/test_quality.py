@@ -1,4 +1,5 @@
-"""Data quality counts (core.quality): repeated rows, test rows seen in training, the report and its warnings."""
+"""Data quality counts (core.quality): repeated rows, the report, its metrics and its warnings (test rows seen in
+training are counted by churn.core.split: tests/unit/test_split.py)."""
 
 from __future__ import annotations
 
@@ -24,19 +25,11 @@ def test_missing_values_compare_equal():
     assert quality.duplicated(table, COLUMNS).tolist() == [False, True]
 
 
-def test_rows_seen_counts_test_rows_identical_to_a_train_row():
-    train = frame([("a", 30.0, "basic", 1), ("b", np.nan, None, 0)])
-    test = frame([("x", 30.0, "basic", 1), ("y", 30.0, "basic", 0), ("z", np.nan, None, 0), ("w", 30.0, "pro", 1)])
-    assert quality.rows_seen(test, train, COLUMNS) == 2
-
-
 def _report(**counts) -> dict:
-    train = frame([("a", 30.0, "basic", 1), ("b", 41.0, "pro", 0), ("c", 52.0, "pro", 0)])
-    test = frame([("d", 30.0, "basic", 1), ("e", 60.0, "pro", 0)])
+    """3 train rows (1 positive), 2 test rows (1 positive), 1 test row identical to a train row."""
     base = {"rows_raw": 10, "blank_target": 0, "duplicates": 0, "dropped": 0}
-    return quality.report(
-        **{**base, **counts}, train=train, test=test, columns=COLUMNS, target="churn", labels=("No", "Yes")
-    )
+    sides = {"rows": {"train": 3, "test": 2}, "positives": {"train": 1, "test": 1}, "test_rows_in_train": 1}
+    return quality.report(**{**base, **counts}, **sides, labels=("No", "Yes"))
 
 
 def test_report_counts_and_labels_as_spelled():
@@ -50,6 +43,19 @@ def test_report_counts_and_labels_as_spelled():
         "test_rows_in_train": 1,
         "rows_test": 2,
         "rows_per_label": {"No": 3, "Yes": 2},
+        "class_shares": {"train": {"No": 0.666667, "Yes": 0.333333}, "test": {"No": 0.5, "Yes": 0.5}},
+    }
+    assert quality.metrics(report, "Yes") == {
+        "rows_raw": 8,
+        "rows_train": 3,
+        "rows_test": 2,
+        "positive_rate": 0.4,
+        "rows_blank_target": 1,
+        "rows_duplicate": 2,
+        "rows_duplicate_dropped": 2,
+        "test_rows_in_train": 1,
+        "positive_share_train": 0.333333,
+        "positive_share_test": 0.5,
     }
     assert quality.labels_of(report, "Yes") == ("No", "Yes")
     assert quality.labels_of({"rows_per_label": {"0": 3, "1": 2}}, 1) == ("0", "1")

@@ -14,6 +14,7 @@ from churn.core.batch_cleaning import CleanBatches
 from churn.core.features import build_preprocessor, transform
 from churn.core.generate import generate
 from churn.core.schema import validate_and_clean
+from churn.core.split import row_keys
 from churn.errors import DataError
 from tests.conftest import REPO
 
@@ -51,7 +52,7 @@ def test_exact_medians_equal_numpy(collect):
         assert median == np.median(x[~np.isnan(x)])
         present = x[~np.isnan(x)]
         assert summary.count == len(present) and summary.missing == len(x) - len(present)
-        np.testing.assert_allclose([summary.mean, summary.m2 / len(present)], [present.mean(), present.var()])
+        assert summary.mean == pytest.approx(present.mean(), rel=1e-12)
 
 
 def test_keys_keep_order_and_are_batch_independent():
@@ -64,36 +65,94 @@ def test_keys_keep_order_and_are_batch_independent():
     np.testing.assert_array_equal(whole, np.concatenate([s.position_keys(0, 400, 3), s.position_keys(400, 600, 3)]))
 
 
-@pytest.mark.parametrize(
-    ("impute", "scale", "frequency"), [("median", True, 10), ("mean", False, 200), ("median", True, 1)]
-)
-def test_preprocessor_from_statistics_is_the_fitted_one(params, clean, impute, scale, frequency):
-    settings = params.featurize.model_copy(
-        update={"numeric_impute": impute, "scale": scale, "min_category_frequency": frequency}
-    )
-    fitted = build_preprocessor(params.data, settings).fit(clean)
+def _from_statistics(params, settings, frame: pd.DataFrame, rows: int):
+    """The preprocessor fitted from statistics gathered over `frame` in batches of `rows` rows."""
     numeric = {c: s.NumericSummary() for c in params.data.numerical}
     categories: dict = {}
-    batches = _batches(clean, 7)
+    batches = _batches(frame, rows)
     for batch in batches:
         for name, summary in numeric.items():
             summary.update(batch[name].to_numpy())
         s.count_categories(batch, params.data.categorical, categories)
-    medians = s.exact_medians(numeric, lambda: iter(batches)) if impute == "median" else None
-    built = s.fit_from_statistics(
-        build_preprocessor(params.data, settings), clean.head(5), numeric, medians, categories
+    numeric_batches = lambda: (b[list(params.data.numerical)] for b in batches)  # noqa: E731
+    if settings.numeric_impute == "median":
+        fills = s.exact_medians(numeric, numeric_batches)
+    else:
+        fills = {name: summary.mean for name, summary in numeric.items()}
+    return s.fit_from_statistics(build_preprocessor(params.data, settings), fills, categories, numeric_batches)
+
+
+def _fitted_state(preprocessor) -> dict:
+    """What a fitted preprocessor learned, through public attributes only."""
+    numeric = preprocessor.named_transformers_["num"].named_steps
+    encoder = preprocessor.named_transformers_["cat"].named_steps["onehot"]
+    state = {
+        "features": list(preprocessor.get_feature_names_out()),
+        "output_indices": preprocessor.output_indices_,
+        "fills": numeric["impute"].statistics_,
+        "categories": encoder.categories_,
+        "infrequent": encoder.infrequent_categories_,
+        "drop": encoder.drop_idx_,
+    }
+    if "scale" in numeric:
+        scaler = numeric["scale"]
+        state.update(mean=scaler.mean_, var=scaler.var_, scale=scaler.scale_, seen=scaler.n_samples_seen_)
+    return state
+
+
+def _assert_same(got, expected, name: str) -> None:
+    """Equal bit for bit, dtypes included (arrays, lists of arrays, and plain values)."""
+    if isinstance(expected, list | tuple) and expected and isinstance(expected[0], np.ndarray):
+        assert len(got) == len(expected), name
+        for a, b in zip(got, expected, strict=True):
+            _assert_same(a, b, name)
+    elif isinstance(expected, np.ndarray):
+        assert isinstance(got, np.ndarray) and got.dtype == expected.dtype, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    else:
+        assert repr(got) == repr(expected), name
+
+
+SETTINGS = [("median", True, 10), ("mean", False, 200), ("median", True, 1), ("mean", True, 10), ("median", True, 5000)]
+
+
+@pytest.mark.parametrize(("impute", "scale", "frequency"), SETTINGS)
+def test_preprocessor_from_statistics_is_the_fitted_one(params, clean, impute, scale, frequency):
+    """Batches of 7 rows: every learned statistic as fitting on the whole table (means and the scaler's moments to
+    1e-12: partial_fit merges batches), and so the same transform, of the table and of categories it never saw."""
+    settings = params.featurize.model_copy(
+        update={"numeric_impute": impute, "scale": scale, "min_category_frequency": frequency}
     )
-    expected, got = transform(fitted, clean), transform(built, clean)
-    assert list(got.columns) == list(expected.columns)
-    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12)
-    assert fitted.output_indices_ == built.output_indices_
-    a = fitted.named_transformers_["cat"].named_steps["onehot"]
-    b = built.named_transformers_["cat"].named_steps["onehot"]
-    for name in ("_infrequent_indices", "_default_to_infrequent_mappings", "_n_features_outs", "drop_idx_"):
-        assert repr(getattr(a, name)) == repr(getattr(b, name)), name
-    if impute == "median":
-        statistics = [t.named_transformers_["num"].named_steps["impute"].statistics_ for t in (fitted, built)]
-        np.testing.assert_array_equal(*statistics)
+    fitted = build_preprocessor(params.data, settings).fit(clean)
+    built = _from_statistics(params, settings, clean, 7)
+    expected, got = _fitted_state(fitted), _fitted_state(built)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        if name in ("mean", "var", "scale") or (name, impute) == ("fills", "mean"):
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=0, err_msg=name)
+        else:
+            _assert_same(got[name], expected[name], name)
+    unseen = clean.head(20).assign(gender="other", contract_type=np.nan, payment_method="Bitcoin")
+    for frame in (clean, unseen):
+        np.testing.assert_allclose(
+            transform(built, frame).to_numpy(), transform(fitted, frame).to_numpy(), rtol=1e-12, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize(("impute", "scale", "frequency"), SETTINGS)
+def test_one_batch_is_fitted_exactly_as_the_whole_table(params, clean, impute, scale, frequency):
+    """A table of one batch: the preprocessor is the one fitted in memory, bit for bit (the in-memory stage's
+    outputs, through the batch-wise path)."""
+    settings = params.featurize.model_copy(
+        update={"numeric_impute": impute, "scale": scale, "min_category_frequency": frequency}
+    )
+    fitted = build_preprocessor(params.data, settings).fit(clean)
+    built = _from_statistics(params, settings, clean, len(clean))
+    expected, got = _fitted_state(fitted), _fitted_state(built)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        _assert_same(got[name], expected[name], name)
+    np.testing.assert_array_equal(transform(built, clean).to_numpy(), transform(fitted, clean).to_numpy())
 
 
 def test_score_counts_give_the_full_arrays_metrics_and_curves():
@@ -125,27 +184,15 @@ def test_confusion_rows_keep_counts_then_proportions():
     assert pd.Series(scaled).value_counts().to_dict() == {(0, 0): 29, (0, 1): 18, (1, 0): 12, (1, 1): 41}
 
 
-def test_hash_split_follows_the_row_not_the_batch(params, clean):
-    identity = [*params.data.features, params.data.target]
-    keys = s.split_keys(clean[identity], seed=42)
-    batched = np.concatenate([s.split_keys(b[identity], seed=42) for b in _batches(clean, 13)])
-    np.testing.assert_array_equal(keys, batched)
-    assert not np.array_equal(keys, s.split_keys(clean[identity], seed=43))
-    test = s.in_test(keys, 0.2)
-    for label in (0, 1):  # every class split alike, up to binomial noise
-        assert abs(test[clean[params.data.target].to_numpy() == label].mean() - 0.2) < 0.04
-    twice = pd.concat([clean, clean.head(50)], ignore_index=True)
-    twice_keys = s.split_keys(twice[identity], seed=42)
-    np.testing.assert_array_equal(s.in_test(twice_keys[-50:], 0.2), test[:50])  # a repeat lands on the same side
-
-
 def test_seen_keys_find_the_repeats_pandas_finds(params, clean):
     identity = [*params.data.features, params.data.target]
     frame = pd.concat([clean, clean.sample(300, random_state=1), clean.head(10)], ignore_index=True)
-    keys = s.split_keys(frame[identity], seed=0)
+    keys = row_keys(frame[identity], seed=0)
     seen = s.SeenKeys()
     first = np.concatenate([seen.first_seen(keys[i : i + 37]) for i in range(0, len(keys), 37)])
     np.testing.assert_array_equal(first, ~frame.duplicated(subset=identity).to_numpy())
+    np.testing.assert_array_equal(seen.contains(keys), np.ones(len(keys), dtype=bool))
+    assert not seen.contains(np.array([0, 2**64 - 1], dtype=np.uint64)).any()
 
 
 def test_clean_batches_match_validate_and_clean(params):

@@ -1,4 +1,4 @@
-"""The tune block of params.yaml (churn.config): search spaces and their validation against each family's own
+"""The tune block of params.yaml (churn.tools.settings): search spaces and their validation against each family's own
 hyper-parameter model; then the tuning tool's trial -> params mapping, storage and sampler (churn.tools.tune)."""
 
 from __future__ import annotations
@@ -6,15 +6,16 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from churn.config import Dimension, TuneParams, param_key, parse_params
+from churn.config import parse_params
 from churn.errors import ChurnError, ParamError
+from churn.tools.settings import Dimension, TuneSettings, param_key, tune_settings
 
 FAMILIES = ("logistic_regression", "random_forest", "xgboost")
 LR = "tune.space.logistic_regression"
 
 
-def tune_of(raw: dict) -> TuneParams:
-    return parse_params(raw).tune
+def tune_of(raw: dict) -> TuneSettings:
+    return tune_settings(raw, parse_params(raw).model)
 
 
 def error_of(raw: dict) -> str:
@@ -300,7 +301,7 @@ def test_a_study_refuses_other_data_in_one_line(tmp_path, params_raw, root):
     from churn.tools.tune import load_or_create_study, open_storage, resolve, study_fingerprint
 
     params = parse_params(params_raw)
-    settings = resolve(params.tune.override(storage=f"sqlite:///{tmp_path / 'o.db'}"), "logistic_regression")
+    settings = resolve(tune_of(params_raw).override(storage=f"sqlite:///{tmp_path / 'o.db'}"), "logistic_regression")
     storage = open_storage(settings.storage)
     load_or_create_study(storage, settings, study_fingerprint(settings, params, "0" * 32))
     with pytest.raises(ChurnError) as caught:

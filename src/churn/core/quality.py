@@ -1,6 +1,7 @@
 """Data quality of the table prepare splits: rows with a blank target, rows that repeat an earlier row, test rows
-identical to a train row. Counted on the cleaned values (" 58 " and "58" are the same age); a row's identity is
-its features and target, never its id columns, because that is what the model sees and is scored on."""
+identical to a train row, each side's class shares. Counted on the cleaned values (" 58 " and "58" are the same
+age); a row's identity is its features and target, never its id columns, because that is what the model sees
+and is scored on."""
 
 from __future__ import annotations
 
@@ -12,36 +13,48 @@ def duplicated(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return frame.duplicated(subset=columns, keep="first")
 
 
-def rows_seen(test: pd.DataFrame, train: pd.DataFrame, columns: list[str]) -> int:
-    """How many rows of `test` equal some row of `train` on `columns`."""
-    seen = set(pd.util.hash_pandas_object(train[columns], index=False))
-    return int(pd.util.hash_pandas_object(test[columns], index=False).isin(seen).sum())
-
-
 def report(
     rows_raw: int,
     blank_target: int,
     duplicates: int,
     dropped: int,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    columns: list[str],
-    target: str,
+    rows: dict[str, int],
+    positives: dict[str, int],
+    test_rows_in_train: int,
     labels: tuple[str, str],
 ) -> dict:
-    """reports/data_quality.json: the counts, and the rows of each label as the file spells it
-    (`labels` = (negative, positive); the register stage reads them from here)."""
-    positives = int(train[target].sum() + test[target].sum())
-    used = len(train) + len(test)
+    """reports/data_quality.json: the counts, the rows of each label as the file spells it (`labels` =
+    (negative, positive); the register stage reads them from here), and each side's class shares. `rows` and
+    `positives` per side and `test_rows_in_train` are what churn.core.split.Sides counted."""
+    used, positive = sum(rows.values()), sum(positives.values())
+    shares = {side: round(positives[side] / rows[side], 6) if rows[side] else 0.0 for side in rows}
     return {
         "rows_raw": rows_raw,
         "rows_blank_target": blank_target,
         "rows_duplicate": duplicates,
         "rows_duplicate_dropped": dropped,
         "rows_used": used,
-        "test_rows_in_train": rows_seen(test, train, columns),
-        "rows_test": len(test),
-        "rows_per_label": {labels[0]: used - positives, labels[1]: positives},
+        "test_rows_in_train": test_rows_in_train,
+        "rows_test": rows["test"],
+        "rows_per_label": {labels[0]: used - positive, labels[1]: positive},
+        "class_shares": {side: {labels[0]: round(1 - share, 6), labels[1]: share} for side, share in shares.items()},
+    }
+
+
+def metrics(report: dict, positive_label: object) -> dict[str, float]:
+    """The report as prepare's MLflow metrics (prefixed `prepare.` by the stage)."""
+    positive = str(positive_label)
+    used = report["rows_used"]
+    return {
+        "rows_raw": report["rows_raw"],
+        "rows_train": used - report["rows_test"],
+        "rows_test": report["rows_test"],
+        "positive_rate": round(report["rows_per_label"][positive] / used, 6) if used else 0.0,
+        "rows_blank_target": report["rows_blank_target"],
+        "rows_duplicate": report["rows_duplicate"],
+        "rows_duplicate_dropped": report["rows_duplicate_dropped"],
+        "test_rows_in_train": report["test_rows_in_train"],
+        **{f"positive_share_{side}": shares[positive] for side, shares in report["class_shares"].items()},
     }
 
 

@@ -1,5 +1,5 @@
 """The declared schema applied to raw rows: the one cleaning shared by training (prepare) and scoring
-(churn.tools.predict and the served model's input), target encoding, and the train/test split."""
+(churn.tools.predict and the served model's input), and target encoding."""
 
 from __future__ import annotations
 
@@ -90,14 +90,3 @@ def validate_and_clean(raw: pd.DataFrame, data: DataParams, source: str) -> pd.D
     columns.update(features.items())
     columns[data.target] = encode_target(kept[data.target], data, source)
     return pd.DataFrame(columns).reset_index(drop=True)
-
-
-def split(frame: pd.DataFrame, target: str, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/test split."""
-    from sklearn.model_selection import train_test_split
-
-    counts = frame[target].value_counts()
-    if counts.min() < 2 or len(frame) * test_size < 2 or len(frame) * (1 - test_size) < 2:
-        raise DataError("prepare", f"too few rows to split ({len(frame)} rows, smallest class {int(counts.min())})")
-    train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame[target])
-    return train.reset_index(drop=True), test.reset_index(drop=True)

@@ -1,5 +1,5 @@
 """The large-data path's pure parts: statistics gathered batch by batch, exact order statistics in a few
-passes of bounded memory, the hash split, the fitted preprocessor built from statistics, and score counts
+passes of bounded memory, the preprocessor fitted from statistics, and score counts
 from which the metrics and curves are exact. No file, DVC or MLflow I/O: the stages pass the batches in.
 
 Memory is bounded by the batch size and by constants (a histogram of 2**16 counts per column), never by
@@ -8,10 +8,10 @@ the number of rows: a table of 100M rows is summarised in the same few megabytes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,24 +24,7 @@ COLLECT = 1 << 22  # a bucket of at most this many candidates is collected and t
 _SIGN = np.uint64(1 << 63)
 
 
-# --- keys: hashes and order-preserving integers ------------------------------------------------------------
-
-
-def split_keys(ids: pd.DataFrame, seed: int) -> np.ndarray:
-    """A 64-bit hash of each row of `ids` (the id columns, or the whole raw row), keyed by the seed.
-
-    The same id always gets the same key, whatever else is in the table and however it is batched: a
-    customer stays on its side of the split when rows are added, and duplicated ids never straddle it."""
-    key = hashlib.sha256(f"churn-split:{seed}".encode()).hexdigest()[:16]
-    return pd.util.hash_pandas_object(ids, index=False, hash_key=key).to_numpy(np.uint64)
-
-
-def in_test(keys: np.ndarray, test_size: float) -> np.ndarray:
-    """Rows whose key falls in the lowest `test_size` share of the 64-bit range go to the test split.
-
-    The rule ignores the class, so every class is split in the same proportion (up to binomial noise:
-    +-0.01% of a class at 100M rows); prepare reports the achieved shares per class."""
-    return keys < np.uint64(min(int(test_size * 2.0**64), 2**64 - 1))
+# --- keys: positions and order-preserving integers ----------------------------------------------------------
 
 
 def position_keys(start: int, rows: int, seed: int) -> np.ndarray:
@@ -151,31 +134,38 @@ def select_keys(
 # --- numeric and categorical statistics --------------------------------------------------------------------
 
 
+def _mean_only():
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler(with_std=False)
+
+
 @dataclass
 class NumericSummary:
-    """One numeric column seen batch by batch: count, missing, mean and sum of squared deviations (merged
-    exactly as Chan et al. do), and a histogram of its values' leading key bits for the exact median."""
+    """One numeric column seen batch by batch: how many values are present and missing, their mean (scikit-learn's
+    StandardScaler.partial_fit, which skips NaN), and a histogram of their leading key bits for the exact median."""
 
     count: int = 0
     missing: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
+    moments: Any = field(default_factory=_mean_only)
     digits: np.ndarray = field(default_factory=lambda: np.zeros(BUCKETS, dtype=np.int64))
 
     def update(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
-        present = values[~np.isnan(values)]
-        self.missing += len(values) - len(present)
+        missing = np.isnan(values)
+        self.missing += int(missing.sum())
+        present = values[~missing]
         if not len(present):
-            return
-        n, mean = len(present), float(present.mean())
-        m2 = float(np.square(present - mean).sum())
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += m2 + delta * delta * self.count * n / total
-        self.count = total
+            return  # partial_fit on a batch without a value would make the mean NaN for good
+        self.moments.partial_fit(values.reshape(-1, 1))
+        self.count += len(present)
         self.digits += top_digits(float_keys(present))
+
+    @property
+    def mean(self) -> float:
+        """The mean of the present values (as SimpleImputer's mean; 0 for a column without values, as
+        SimpleImputer(keep_empty_features=True))."""
+        return float(self.moments.mean_[0]) if self.count else 0.0
 
     def median_ranks(self) -> list[int]:
         """The ranks whose values np.median averages (one rank for an odd count)."""
@@ -209,18 +199,6 @@ def exact_medians(
     return medians
 
 
-def imputed_moments(summary: NumericSummary, fill: float) -> tuple[int, float, float]:
-    """(rows, mean, variance) of the column after its missing values are replaced by `fill`: what a scaler
-    fitted after the imputer sees."""
-    total = summary.count + summary.missing
-    if total == 0:
-        return 0, 0.0, 0.0
-    delta = fill - summary.mean
-    mean = summary.mean + delta * summary.missing / total
-    m2 = summary.m2 + delta * delta * summary.count * summary.missing / total
-    return total, mean, m2 / total
-
-
 def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[str, dict[str, int]]) -> None:
     """Add each categorical column's value counts to `counts`, missing values as the preprocessor imputes
     them (the string "missing")."""
@@ -235,50 +213,69 @@ def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[s
 # --- the fitted preprocessor from statistics ---------------------------------------------------------------
 
 
+def statistics_frame(
+    numeric: dict[str, float], categories: dict[str, dict[str, int]], min_frequency: int
+) -> pd.DataFrame:
+    """A small frame on which fitting the preprocessor learns what fitting it on the whole table would: each
+    numeric column holds its fill (then NaN), so the imputer's mean or median is that fill exactly; each
+    categorical column holds its frequent categories (a count >= min_frequency) at least min_frequency times
+    each. The encoder is given every category explicitly (fit_from_statistics): a category absent here has a
+    count of 0, below min_frequency, so the frequent and infrequent ones are those of the table."""
+    frequent = {c: sorted(v for v, n in counts.items() if n >= min_frequency) for c, counts in categories.items()}
+    rows = max([min_frequency * len(values) for values in frequent.values()] + [1])
+    columns: dict[str, np.ndarray] = {}
+    for name, fill in numeric.items():
+        columns[name] = np.full(rows, np.nan)
+        columns[name][0] = fill
+    for name, values in frequent.items():
+        if not values:  # every category is infrequent: pad with a value that is none of them (ignored by the fit)
+            values = [_unseen(categories[name])]
+        columns[name] = np.resize(np.array(values, dtype=object), rows)  # cycles: each >= min_frequency times
+    return pd.DataFrame(columns)
+
+
+def _unseen(values) -> str:
+    filler = "\x00unseen"
+    while filler in values:
+        filler += "\x00"
+    return filler
+
+
 def fit_from_statistics(
     preprocessor,
-    sample: pd.DataFrame,
-    numeric: dict[str, NumericSummary],
-    medians: dict[str, float] | None,
+    fills: dict[str, float],
     categories: dict[str, dict[str, int]],
+    read: Callable[[], Iterable[pd.DataFrame]],
 ):
-    """`preprocessor` (unfitted, from churn.core.features.build_preprocessor) fitted as if on the whole
-    table: its structure is fitted on `sample` (a few rows), then every learned statistic is replaced by
-    the one computed from the whole table's summaries (imputer fills, scaler moments, the one-hot encoder's
-    categories and infrequent groups). With `medians` None, the numeric fill is the mean."""
+    """`preprocessor` (unfitted, from churn.core.features.build_preprocessor) fitted as if on the whole table,
+    through scikit-learn's public API only: fitted on `statistics_frame` (each numeric column's fill: the
+    median or mean of the table; each categorical column's categories with their counts, given to the encoder
+    explicitly), then its scaler, if any, refitted with StandardScaler.partial_fit on the imputed batches that
+    `read()` yields (a table of one batch: StandardScaler.fit, exactly as on the whole table)."""
+    parts = {name: list(columns) for name, _, columns in preprocessor.transformers}
+    numeric = parts.get("num", [])
+    categorical = parts.get("cat", [])
+    if categorical:
+        encoder = preprocessor.get_params()["cat__onehot"]
+        if not isinstance(encoder.min_frequency, int) or encoder.max_categories is not None:
+            raise ValueError("fit_from_statistics needs an integer min_frequency and no max_categories")
+        preprocessor.set_params(cat__onehot__categories=[sorted(categories[c]) for c in categorical])
+        min_frequency = encoder.min_frequency
+    else:
+        min_frequency = 1
+    sample = statistics_frame({c: fills[c] for c in numeric}, {c: categories[c] for c in categorical}, min_frequency)
     preprocessor.fit(sample)
-    for name, transformer, columns in preprocessor.transformers_:
-        if name == "num":
-            steps = transformer.named_steps
-            fills = [
-                (medians[c] if medians is not None else (numeric[c].mean if numeric[c].count else 0.0)) for c in columns
-            ]
-            steps["impute"].statistics_ = np.array(fills, dtype=np.float64)
-            if "scale" in steps:
-                moments = [imputed_moments(numeric[c], fill) for c, fill in zip(columns, fills, strict=True)]
-                scaler = steps["scale"]
-                scaler.mean_ = np.array([m[1] for m in moments], dtype=np.float64)
-                scaler.var_ = np.array([m[2] for m in moments], dtype=np.float64)
-                scale = np.sqrt(scaler.var_)
-                scaler.scale_ = np.where(scale < 10 * np.finfo(scale.dtype).eps, 1.0, scale)
-                scaler.n_samples_seen_ = type(scaler.n_samples_seen_)(moments[0][0])
-        elif name == "cat":
-            encoder = transformer.named_steps["onehot"]
-            dtype = encoder.categories_[0].dtype
-            encoder.categories_ = [np.array(sorted(categories[c]), dtype=dtype) for c in columns]
-            counts = [np.array([categories[c][v] for v in sorted(categories[c])], dtype=np.int64) for c in columns]
-            encoder._fit_infrequent_category_mapping(int(sum(counts[0])), counts, {})
-            encoder._set_drop_idx()
-            encoder._n_features_outs = encoder._compute_n_features_outs()
-    # The ColumnTransformer's record of where each part's outputs sit.
-    start, indices = 0, {}
-    for name, transformer, _ in preprocessor.transformers_:
-        if transformer == "drop":
-            continue
-        width = len(transformer.get_feature_names_out())
-        indices[name] = slice(start, start + width)
-        start += width
-    preprocessor.output_indices_ = {**preprocessor.output_indices_, **indices}
+    steps = preprocessor.named_transformers_["num"].named_steps if numeric else {}
+    if "scale" in steps:
+        scaler, fitted = steps["scale"], False
+        for frame in read():
+            if len(frame):
+                values = steps["impute"].transform(frame[numeric])
+                if fitted:
+                    scaler.partial_fit(values)
+                else:  # forgets the statistics frame
+                    scaler.fit(values)
+                    fitted = True
     return preprocessor
 
 
@@ -358,14 +355,20 @@ class SeenKeys:
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
 
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """True for each key already remembered (nothing is added)."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        seen = np.zeros(len(keys), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            seen |= run[at] == keys
+        return seen
+
     def first_seen(self, keys: np.ndarray) -> np.ndarray:
         """True for each key seen neither earlier in `keys` nor in an earlier batch; remembers them all."""
         keys = np.asarray(keys, dtype=np.uint64)
         unique, first = np.unique(keys, return_index=True)
-        seen = np.zeros(len(unique), dtype=bool)
-        for run in self._runs:
-            at = np.minimum(np.searchsorted(run, unique), len(run) - 1)
-            seen |= run[at] == unique
+        seen = self.contains(unique)
         out = np.zeros(len(keys), dtype=bool)
         out[first[~seen]] = True
         if (~seen).any():

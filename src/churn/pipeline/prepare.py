@@ -1,5 +1,5 @@
 """prepare: validate the raw table against the declared schema, clean it, drop repeated rows (by default), split
-it (stratified, seeded), and count what the data-quality report shows.
+it by a keyed hash of each row's ids (churn.core.split), and count what the data-quality report shows.
 
 in: data.raw_path | out: data/prepared/{train,test}.parquet; metrics reports/data_quality.json | params: data, prepare
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from churn.config import Params
 from churn.core import quality
-from churn.core.schema import split, target_labels, validate_and_clean
+from churn.core.schema import target_labels, validate_and_clean
+from churn.core.split import Sides, identity
 from churn.pipeline import entry
 from churn.pipeline.batches import csv_rows_above
 from churn.pipeline.files import StagedOutputs, read_raw, write_json, write_parquet
@@ -35,13 +36,15 @@ def run(params: Params) -> None:
         raw = read_raw(raw_path, data)
         clean = validate_and_clean(raw, data, str(raw_path))  # rows with a blank target dropped
         labels, blank = target_labels(raw[data.target], data, str(raw_path)), len(raw) - len(clean)
-        identity = [*data.features, data.target]  # what the model sees and is scored on
-        repeats = quality.duplicated(clean, identity)
+        repeats = quality.duplicated(clean, identity(data))
         duplicates, dropped = int(repeats.sum()), int(repeats.sum()) if settings.drop_duplicates else 0
         if dropped:
             clean = clean.loc[~repeats.to_numpy()].reset_index(drop=True)
-        train, test = split(clean, data.target, settings.test_size, settings.seed)
-        report = quality.report(len(raw), blank, duplicates, dropped, train, test, identity, data.target, labels)
+        sides = Sides(data, settings, str(raw_path))
+        train, test = sides.split(clean)
+        sides.check(labels)
+        counted = sides.rows, sides.positives, sides.test_rows_in_train()
+        report = quality.report(len(raw), blank, duplicates, dropped, *counted, labels)
         for line in quality.warnings(report, data.target, settings.warn_share, settings.drop_duplicates):
             log.warning("%s: %s", raw_path, line)
 
@@ -49,18 +52,7 @@ def run(params: Params) -> None:
         write_parquet(train, staged[str(TRAIN)])
         write_parquet(test, staged[str(TEST)])
         write_json(report, staged[str(DATA_QUALITY)])
-        positive_rate = round(float(clean[data.target].mean()), 6)
-        counts = {
-            "rows_raw": len(raw),
-            "rows_train": len(train),
-            "rows_test": len(test),
-            "positive_rate": positive_rate,
-            "rows_blank_target": blank,
-            "rows_duplicate": duplicates,
-            "rows_duplicate_dropped": dropped,
-            "test_rows_in_train": report["test_rows_in_train"],
-        }
-        run.log_metrics(counts, prefix="prepare.")
+        run.log_metrics(quality.metrics(report, data.positive_label), prefix="prepare.")
         run.record_outputs(staged)
         md5 = {str(raw_path): run.data_md5, **run.output_md5}
         log_datasets(

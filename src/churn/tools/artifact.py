@@ -61,7 +61,7 @@ def commit_holding(rev: str, md5: str) -> str:
 def tag(client, name: str, ref: str, rev: str) -> dict[str, str]:
     """Tag the commit holding registry version `ref` of `name` as its artifact version; returns the version's
     new dvc.artifact.* tags."""
-    from churn.tracking.registry import get_version
+    from churn.tools.versions import get_version
 
     version = get_version(client, name, ref)
     number = str(version.version)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from churn.config import load_params
-        from churn.tracking.registry import open_registry
+        from churn.tools.versions import open_registry
 
         params = load_params()
         client, _ = open_registry(params.mlflow.tracking_uri)

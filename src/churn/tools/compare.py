@@ -21,6 +21,7 @@ from churn.config import LOWER_IS_BETTER, Params
 from churn.errors import ChurnError
 from churn.system import git
 from churn.tools.experiments import METRICS_FILE, ExpRow, load_rows
+from churn.tools.settings import CompareSettings
 
 log = logging.getLogger(__name__)
 SHOWN = ("roc_auc", "pr_auc", "f1", "log_loss")
@@ -197,10 +198,10 @@ th {{ background: #f0f0f0; }} .charts {{ display: flex; flex-wrap: wrap; gap: 2e
 """
 
 
-def compare(params: Params, all_commits: bool, output: Path) -> list[ExpRow]:
+def compare(params: Params, settings: CompareSettings, all_commits: bool, output: Path) -> list[ExpRow]:
     from churn.tracking.store import connect
 
-    metric = params.compare.sort_by
+    metric = settings.sort_by
     rows = load_rows(all_commits)
     if not rows:
         raise ChurnError("dvc exp show lists no commit with results; run `make run` and commit first")
@@ -213,7 +214,7 @@ def compare(params: Params, all_commits: bool, output: Path) -> list[ExpRow]:
     log.info("experiments ranked by test %s:\n%s", metric, render_text(header, body))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(render_html(header, body, ranked, params.compare.curves, metric))
+    tmp.write_text(render_html(header, body, ranked, settings.curves, metric))
     tmp.replace(output)
     log.info("wrote %s; tagged %d MLflow runs with dvc.exp_rev", output, synced)
     mismatched = [r.name for r in rows if any(n.startswith("MISMATCH") for n in r.notes)]
@@ -224,13 +225,18 @@ def compare(params: Params, all_commits: bool, output: Path) -> list[ExpRow]:
 
 def main(argv: list[str] | None = None) -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
+    from churn.tools.settings import compare_settings, load
 
     parser = argparse.ArgumentParser(prog="python -m churn.tools.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--all-commits", action="store_true", help="include experiments of every commit")
     parser.add_argument("--output", type=Path, default=Path("reports/compare.html"))
     args = parser.parse_args(argv)
-    run_cli(lambda: compare(load_params(), args.all_commits, args.output))
+
+    def _main() -> None:
+        params, raw = load()
+        compare(params, compare_settings(raw), args.all_commits, args.output)
+
+    run_cli(_main)
 
 
 if __name__ == "__main__":

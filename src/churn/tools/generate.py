@@ -30,7 +30,7 @@ def write_csv(rows: int, seed: int, out: Path, progress: bool = True) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
+    from churn.tools.settings import generate_settings, load
 
     def _main() -> None:
         parser = argparse.ArgumentParser(prog="python -m churn.tools.generate", description=__doc__.splitlines()[0])
@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--out", type=Path, help="output CSV (default: data.raw_path in params.yaml)")
         args = parser.parse_args(argv)
         if args.rows is None or args.seed is None or args.out is None:
-            params = load_params()
-            rows = args.rows if args.rows is not None else params.generate.rows
-            seed = args.seed if args.seed is not None else params.generate.seed
+            params, raw = load()
+            sample = generate_settings(raw)
+            rows = args.rows if args.rows is not None else sample.rows
+            seed = args.seed if args.seed is not None else sample.seed
             out = args.out or Path(params.data.raw_path)
         else:
             rows, seed, out = args.rows, args.seed, args.out

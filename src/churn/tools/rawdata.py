@@ -67,12 +67,13 @@ def obtain(raw: Path, rows: int, seed: int) -> str:
 
 def main() -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
+    from churn.tools.settings import generate_settings, load
 
     def _main() -> None:
-        params = load_params()
+        params, settings = load()
+        sample = generate_settings(settings)
         raw = Path(params.data.raw_path)
-        how = obtain(raw, params.generate.rows, params.generate.seed)
+        how = obtain(raw, sample.rows, sample.seed)
         log.info("%s: %s (md5 %s)", raw, how, file_md5(raw))
 
     run_cli(_main)

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import TYPE_CHECKING
 
 from churn.errors import ChurnError
-from churn.tracking.registry import (
-    CHAMPION,
+from churn.tools.versions import (
     aliases_by_version,
     all_versions,
     find_identical,
@@ -32,13 +30,9 @@ from churn.tracking.registry import (
     open_registry,
     require_model,
     rollback,
-    set_champion,
-    settle,
     summary_row,
 )
-
-if TYPE_CHECKING:
-    pass
+from churn.tracking.registry import CHAMPION, set_champion, settle
 
 log = logging.getLogger(__name__)
 

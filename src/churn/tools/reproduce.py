@@ -194,7 +194,7 @@ def reproduce(repo: Path, name: str, ref: str, configured_uri: str = "", keep: b
     """Rebuild version `ref` of `name` in a temporary worktree; returns largest_difference()."""
     import mlflow
 
-    from churn.tracking.registry import get_version, open_registry
+    from churn.tools.versions import get_version, open_registry
     from churn.tracking.store import redact
 
     client, uri = open_registry(configured_uri)

@@ -57,16 +57,15 @@ def _number(value) -> str:
 
 def champion_section(params, workspace: dict[str, float], decision: dict | None) -> list[str]:
     """Test metrics of the champion and of this workspace's model, and what the register stage decided."""
-    from churn.tracking.registry import (
+    from churn.tools.versions import (
         aliases_by_version,
         champion_history,
         champion_version,
-        failures,
         find_identical,
         get_version,
         open_registry,
-        version_metrics,
     )
+    from churn.tracking.registry import failures, version_metrics
 
     name = params.register.model_name
     lines: list[str] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 from churn.config import Params
 from churn.errors import ChurnError
 from churn.tools.experiments import dvc
+from churn.tools.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 ACTIVE = re.compile(r"\b(Queued|Running)\b")
@@ -46,13 +47,13 @@ def family_overrides(family: str, grid: dict[str, list], tracking_uri: str) -> l
     return args
 
 
-def queue(params: Params, families: list[str]) -> None:
+def queue(params: Params, sweep: SweepSettings, families: list[str]) -> None:
     from churn.tracking.store import connect, tracking_uri
 
     uri = tracking_uri(configured=params.mlflow.tracking_uri)
     connect(params.mlflow.experiment, uri)  # create the store now, before parallel workers exist
     for family in families:
-        grids = params.sweep.grids()
+        grids = sweep.grids()
         if family not in grids:
             raise ChurnError(f"params.yaml: sweep.{family} is not defined (have: {', '.join(grids)})")
         out = dvc("exp", "run", "--queue", *family_overrides(family, grids[family], uri))
@@ -130,7 +131,7 @@ def _end_stuck_workers(starter: subprocess.Popen) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
+    from churn.tools.settings import load, sweep_settings
 
     parser = argparse.ArgumentParser(prog="python -m churn.tools.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--family", action="append", help="only this family (repeatable); default: all")
@@ -139,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def _main() -> None:
-        params = load_params()
-        queue(params, args.family or list(params.sweep.grids()))
+        params, raw = load()
+        sweep = sweep_settings(raw)
+        queue(params, sweep, args.family or list(sweep.grids()))
         if args.run:
             status = run_queue(args.jobs)
             log.info("queue finished:\n%s", status.strip())

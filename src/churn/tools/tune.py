@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churn.config import LOWER_IS_BETTER, MODEL_TYPES, Dimension, ModelParams, Params, TuneParams, param_key
+from churn.config import LOWER_IS_BETTER, MODEL_TYPES, ModelParams, Params
 from churn.errors import ChurnError, DataError
 from churn.system import atomic_path, first_line
+from churn.tools.settings import Dimension, TuneSettings, param_key
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +71,7 @@ FINISHED = ("COMPLETE", "PRUNED")
 SETTLE_POLL_S = 1.0  # how often a worker that is done looks at the trials others are still running
 
 
-# --- settings: the tune block (validated by churn.config) with its defaults resolved ----------------
+# --- settings: the tune block (validated by churn.tools.settings) with its defaults resolved -------
 
 
 def default_storage(root: Path | None = None) -> str:
@@ -88,7 +89,7 @@ def resolve_storage(url: str | None, root: Path | None = None) -> str:
     return absolute_uri(url, root or repo_root())
 
 
-def resolve(settings: TuneParams, model_type: str) -> TuneParams:
+def resolve(settings: TuneSettings, model_type: str) -> TuneSettings:
     """`settings` with no null left in family (model.type), study_name and storage (an absolute URL)."""
     family = settings.family or model_type
     settings.space_of(family)  # a family without a search space fails here, before the data is read
@@ -281,7 +282,7 @@ def fail_stale(study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def study_fingerprint(settings: TuneParams, params: Params, data_md5: str) -> dict[str, Any]:
+def study_fingerprint(settings: TuneSettings, params: Params, data_md5: str) -> dict[str, Any]:
     """What a study's scores depend on; continuing a study under different values would mix incomparable
     trials, so a mismatch is an error."""
     found = {
@@ -296,7 +297,7 @@ def study_fingerprint(settings: TuneParams, params: Params, data_md5: str) -> di
     return found
 
 
-def load_or_create_study(storage, settings: TuneParams, fingerprint: dict[str, Any]):
+def load_or_create_study(storage, settings: TuneSettings, fingerprint: dict[str, Any]):
     import optuna
 
     from churn.tracking.store import redact
@@ -462,7 +463,7 @@ def _find_parent(store: Store, study, uid: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def study_parent(store: Store, study, settings: TuneParams, params: Params, data_md5: str) -> str:
+def study_parent(store: Store, study, settings: TuneSettings, params: Params, data_md5: str) -> str:
     """The study's MLflow parent run in this store, created (with the study's settings as params) the first time.
 
     Called under storage_lock, so workers that start together create one parent between them; the study
@@ -522,7 +523,7 @@ class TrialLogger:
 
     store: Store
     parent_id: str
-    settings: TuneParams
+    settings: TuneSettings
     worker: str
     context: dict[str, str]
     numbers: list[int] = field(default_factory=list)  # the trials this process ran
@@ -611,7 +612,7 @@ class TrialLogger:
 # --- the objective ---------------------------------------------------------------------------------
 
 
-def make_objective(settings: TuneParams, params: Params, frame: pd.DataFrame, preprocessor, tracker: TrialLogger):
+def make_objective(settings: TuneSettings, params: Params, frame: pd.DataFrame, preprocessor, tracker: TrialLogger):
     """Score a trial as the train stage would (same folds, seed and threshold); prune between folds."""
     import optuna
 
@@ -708,7 +709,7 @@ def work(study, objective, target: int, n_trials: int, timeout_s, faults: Faults
 # --- after the trials: best parameters, parent summary, plots ------------------------------------
 
 
-def best_record(study, settings: TuneParams) -> dict[str, Any] | None:
+def best_record(study, settings: TuneSettings) -> dict[str, Any] | None:
     """The study's best trial as the parameters to set (`model.type` first), or None before any completes."""
     import optuna
 
@@ -765,7 +766,7 @@ def save_plots(study, folder: Path) -> list[Path]:
     return written
 
 
-def summarise_study(store: Store, parent_id: str, study, settings: TuneParams, record: dict | None) -> None:
+def summarise_study(store: Store, parent_id: str, study, settings: TuneSettings, record: dict | None) -> None:
     """Counts, the best trial and the plots on the study's parent run."""
     import tempfile
 
@@ -865,7 +866,7 @@ def load_inputs(params: Params) -> tuple[pd.DataFrame, Any, str]:
     return frame, preprocessor, combined_md5([TRAIN, PREPROCESSOR])
 
 
-def finish_study(store: Store, parent_id: str, study, settings: TuneParams) -> dict[str, Any] | None:
+def finish_study(store: Store, parent_id: str, study, settings: TuneSettings) -> dict[str, Any] | None:
     """The best record; the parent run summarised and ended by the last worker out (none of the study's
     trials running), once per state of the study (workers that end together do not redo the plots)."""
     with storage_lock(settings.storage):
@@ -882,7 +883,7 @@ def finish_study(store: Store, parent_id: str, study, settings: TuneParams) -> d
 
 
 def tune(
-    settings: TuneParams, params: Params, n_trials: int, progress: bool = True, faults: Faults | None = None
+    settings: TuneSettings, params: Params, n_trials: int, progress: bool = True, faults: Faults | None = None
 ) -> dict[str, Any] | None:
     """Run the study of `settings` (resolved) until it has `n_trials` more finished trials (0: none), with
     any other workers on it; returns the best record (also written to tune.best_params)."""
@@ -964,7 +965,7 @@ def tune(
 # --- local workers: N processes of this tool on one study ------------------------------------------
 
 
-def worker_command(settings: TuneParams, n_trials: int, faults: Faults) -> list[str]:
+def worker_command(settings: TuneSettings, n_trials: int, faults: Faults) -> list[str]:
     """The command of one worker process: this tool on the same (resolved) study, without --apply."""
     command = [sys.executable, "-m", "churn.tools.tune", "--no-progress", "--workers", "1"]
     command += ["--trials", str(n_trials), "--storage", settings.storage, "--study", settings.study_name]
@@ -975,7 +976,7 @@ def worker_command(settings: TuneParams, n_trials: int, faults: Faults) -> list[
     return command
 
 
-def run_workers(settings: TuneParams, n_trials: int, workers: int, faults: Faults) -> None:
+def run_workers(settings: TuneSettings, n_trials: int, workers: int, faults: Faults) -> None:
     """Start `workers` processes on the study and wait for all of them. They share the run's trials; one that
     fails leaves its trials to the others, and is reported when they are done. SIGTERM is passed on to them
     (each then ends its trial as interrupted and queues it again)."""
@@ -1012,7 +1013,7 @@ def run_workers(settings: TuneParams, n_trials: int, workers: int, faults: Fault
         raise ChurnError(f"{len(failed)} of {workers} workers failed ({shown}); their errors are above")
 
 
-def best_of(settings: TuneParams) -> dict[str, Any] | None:
+def best_of(settings: TuneSettings) -> dict[str, Any] | None:
     """The study's best record, written to tune.best_params (after local workers have finished)."""
     import optuna
 
@@ -1045,7 +1046,7 @@ def _interrupt(_signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
+    from churn.tools.settings import load, tune_settings
 
     defaults = Faults()
     parser = argparse.ArgumentParser(prog="python -m churn.tools.tune", description=__doc__.splitlines()[0])
@@ -1081,9 +1082,9 @@ def main(argv: list[str] | None = None) -> None:
 
         # With a progress bar, the bar shows the best trial so far; without, Optuna logs one line per trial.
         optuna.logging.set_verbosity(logging.WARNING if not args.no_progress else logging.INFO)
-        params = load_params()
+        params, raw = load()
         cli = {"timeout_s": args.timeout, "storage": args.storage, "study_name": args.study, "family": args.family}
-        settings = resolve(params.tune.override(**cli), params.model.type)
+        settings = resolve(tune_settings(raw, params.model).override(**cli), params.model.type)
         # Not through override, which (as params.yaml) wants n_trials >= 1: --trials 0 --apply applies the best
         # of an existing study without running more trials.
         n_trials = settings.n_trials if args.trials is None else args.trials

@@ -1,5 +1,5 @@
 """featurize, streaming: the preprocessor's statistics in one pass over the train split (the exact median may
-take one more pass over the numeric columns), then both splits transformed batch by batch.
+take one more pass over the numeric columns, the scaler one more), then both splits transformed batch by batch.
 
 in: data/prepared/*.parquet | out: data/features/*.parquet, models/preprocessor.pkl | params: data, featurize,
 resources.batch_rows
@@ -23,28 +23,30 @@ from churn.tracking.runs import stage_run
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 1000  # rows the preprocessor's structure is fitted on before its statistics are replaced
-
 
 def fit(params: Params, path: Path = PREPARED_TRAIN):
     """The preprocessor fitted on the whole file at `path`, from statistics gathered batch by batch."""
     data, batch_rows = params.data, params.resources.batch_rows
     numeric = {c: NumericSummary() for c in data.numerical}
     categories: dict[str, dict[str, int]] = {}
-    sample = None
+    rows = 0
     for frame in iter_parquet(path, batch_rows, [*data.numerical, *data.categorical]):
-        if sample is None:
-            sample = frame.head(SAMPLE_ROWS)
+        rows += len(frame)
         for name, summary in numeric.items():
             summary.update(frame[name].to_numpy(dtype=np.float64))
         count_categories(frame, data.categorical, categories)
-    if sample is None or sample.empty:
+    if not rows:
         raise DataError(str(path), "no rows; run prepare first (dvc repro)")
-    medians = None
+
+    def numeric_batches():
+        return iter_parquet(path, batch_rows, list(data.numerical))
+
     if params.featurize.numeric_impute == "median":
-        medians = exact_medians(numeric, lambda: iter_parquet(path, batch_rows, list(data.numerical)))
+        fills = exact_medians(numeric, numeric_batches)
+    else:
+        fills = {name: summary.mean for name, summary in numeric.items()}
     preprocessor = build_preprocessor(data, params.featurize)
-    return fit_from_statistics(preprocessor, sample, numeric, medians, categories)
+    return fit_from_statistics(preprocessor, fills, categories, numeric_batches)
 
 
 def transform_file(preprocessor, source: Path, dest: Path, target: str, batch_rows: int) -> int:

@@ -84,12 +84,16 @@ def stratified_sample(params: Params, path: Path, rows: int) -> pd.DataFrame:
 
 
 def as_classifier(params: Params, booster):
-    """The XGBClassifier the default path would have produced, holding `booster` (what fit() sets)."""
+    """The XGBClassifier the default path would have produced, holding `booster`: loaded with the wrapper's
+    public load_model, which also reads a few hyper-parameters from the booster (objective, base_score, ...);
+    those are set back to the default path's, so that both models have the same get_params()."""
     model = build_model(params.model, params.train.seed, params.train.n_jobs)
+    wanted = model.get_params()
     booster.feature_names = None  # trained on numbered columns, as the default path's numpy input
     booster.feature_types = None
-    model._Booster = booster
-    model.n_classes_ = 2
+    model.load_model(booster.save_raw("ubj"))
+    loaded = model.get_params()
+    model.set_params(**{k: v for k, v in wanted.items() if repr(loaded[k]) != repr(v)})  # repr: `missing` is nan
     return model
 
 
