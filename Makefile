@@ -9,7 +9,7 @@ UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.txt)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init run test lint format ui lock clean
+.PHONY: help setup data init run test test-fast lint format ui lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,8 +34,14 @@ run: data init ## the main job: setup, data, tracking store, `dvc repro`, regist
 	@$(BIN)/python -m churn.tools.registry sync
 	@$(BIN)/python -m churn.tools.store summary
 
-test: setup ## run every test (unit, stages, integration)
-	$(BIN)/python -m pytest
+PYTEST_ARGS ?=
+
+test: setup ## run every test (unit, stages, integration, warmfork) and print the wall time (PYTEST_ARGS=)
+	@start=$$(date +%s); $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall"; exit $$status
+
+test-fast: setup ## the edit loop: unit and stage tests only (about a minute)
+	$(BIN)/python -m pytest tests/unit tests/stages $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check: the checks the git hooks run (make hooks) on every file
 	$(BIN)/ruff check src tests bench

@@ -4,6 +4,7 @@
 - `postgres_server`: the PostgreSQL server of the session: the one .ci/run starts (CHURN_TEST_POSTGRES_URI), or
   else a throwaway cluster from the installed binaries (initdb, pg_ctl), stopped and deleted afterwards;
 - `postgres_database`: a fresh database on that server, dropped afterwards;
+- `optuna_storage`: Optuna's storage on such a database for a test's own reads, its connections closed afterwards;
 - `mlflow_server`: `mlflow server` as docker-compose.yml runs it (PostgreSQL backend store, artifacts in an S3
   bucket served through the server, basic auth with the project's docker/mlflow/basic_auth.ini), started by
   `make server`'s tool, churn.tools.server.
@@ -36,10 +37,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import project_env
+from tests.conftest import project_env, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    import optuna
 
 BIN = Path(sys.executable).parent
 REGION = "us-east-1"
@@ -134,8 +137,11 @@ PG_SETTINGS = {  # a throwaway cluster: loopback only, fast to start, durability
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
+    # Room for a session's peak: up to four tuning workers and an MLflow server, each with its own pool, the
+    # tests' own connections, and databases whose connections close only when they are dropped. 16MB of
+    # shared buffers is far above the 2 buffers a connection needs.
     "shared_buffers": "'16MB'",
-    "max_connections": "50",
+    "max_connections": "200",
 }
 
 
@@ -280,10 +286,7 @@ def postgres_server() -> Iterator[str]:
         yield base
         return
     bindir = postgres_bindir()
-    if bindir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{PG_ENV_URI} is not set in CI and {PG_NO_BINARIES}")
-        pytest.skip(PG_NO_BINARIES)
+    require(bindir is not None, f"{PG_ENV_URI} is not set and {PG_NO_BINARIES}")
     with throwaway_postgres(bindir) as uri:
         yield uri
 
@@ -315,6 +318,20 @@ def postgres_database(base: str, prefix: str) -> Iterator[str]:
         yield base.rsplit("/", 1)[0] + f"/{name}"
     finally:
         _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def optuna_storage(url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """Optuna's storage at `url` for a test's own reads, on one connection pool closed when the block ends.
+    (`optuna.load_study(storage=url)` opens a pool per call, and it stays open until the garbage collector
+    finds it: a test polling a study that way holds dozens of connections.)"""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
 
 
 # --- MLflow tracking server -----------------------------------------------------------------------------------------

@@ -123,9 +123,10 @@ def test_dockerfile_pins_the_packages_it_adds_as_requirements_txt_does():
     packages = [word for word in install[1].replace("\\", " ").split() if not word.startswith("-")]
     assert packages and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", p) for p in packages), packages
     requirements = (REPO / "requirements.txt").read_text().lower().splitlines()
-    for pin in packages:
-        if pin.split("==")[0].lower() in ("psycopg2-binary", "boto3"):
-            assert pin.lower() in requirements, f"{pin} differs from requirements.txt"
+    shared = [pin.lower() for pin in packages if pin.split("==")[0].lower() in ("psycopg2-binary", "boto3")]
+    assert len(shared) == 2, f"the image no longer installs psycopg2-binary and boto3: {packages}"
+    for pin in shared:
+        assert pin in requirements, f"{pin} differs from requirements.txt"
 
 
 # --- network exposure -----------------------------------------------------------------------------------------------
@@ -133,13 +134,14 @@ def test_dockerfile_pins_the_packages_it_adds_as_requirements_txt_does():
 
 def test_published_ports_listen_on_loopback_only(services):
     loopback = re.compile(r"^(127\.0\.0\.1|\$\{[A-Z_]+:-127\.0\.0\.1\}):")
-    for name, service in services.items():
-        for port in service.get("ports", []):
-            if isinstance(port, dict):
-                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
-            else:
-                assert loopback.match(str(port)), f"{name}: port {port!r} is not bound to 127.0.0.1"
-            assert "0.0.0.0" not in str(port)
+    published = [(name, port) for name, service in services.items() for port in service.get("ports", [])]
+    assert {"mlflow", "minio"} <= {name for name, _ in published}, published  # the UI and the S3 console
+    for name, port in published:
+        if isinstance(port, dict):
+            assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+        else:
+            assert loopback.match(str(port)), f"{name}: port {port!r} is not bound to 127.0.0.1"
+        assert "0.0.0.0" not in str(port)
 
 
 def test_postgres_is_reachable_only_on_the_internal_network(compose, services):
@@ -152,10 +154,11 @@ def test_postgres_is_reachable_only_on_the_internal_network(compose, services):
 
 
 def test_every_credential_in_the_compose_file_is_a_required_env_reference(services):
-    for name, service in services.items():
-        for key, value in environment(service).items():
-            if SECRET_NAME.search(key):
-                assert REQUIRED_REF.match(value), f"{name}: {key} is not a required ${{VAR:?...}} reference"
+    settings = [(name, key, value) for name, s in services.items() for key, value in environment(s).items()]
+    credentials = [(name, key, value) for name, key, value in settings if SECRET_NAME.search(key)]
+    assert {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD"} <= {k for _, k, _ in credentials}
+    for name, key, value in credentials:
+        assert REQUIRED_REF.match(value), f"{name}: {key} is not a required ${{VAR:?...}} reference"
     for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert REQUIRED_REF.match(environment(services["postgres"])[key]), key
 
@@ -181,13 +184,20 @@ def test_env_example_lists_every_variable_and_leaves_every_credential_empty():
     used = set(COMPOSE_VAR.findall(COMPOSE.read_text()))
     assert used - declared.keys() == set(), "variables used by docker-compose.yml but missing from .env.example"
     assert declared.keys() - used == set(), "variables in .env.example that docker-compose.yml does not use"
-    for key, value in declared.items():
-        # Secrets, and the account names of MinIO's root and MLflow's admin (no guessable defaults).
-        if SECRET_NAME.search(key) or key in ("MINIO_ROOT_USER", "MLFLOW_AUTH_ADMIN_USERNAME"):
-            assert value == "", f".env.example gives {key} a value; credentials must stay empty"
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        if line.startswith("# export MLFLOW_TRACKING_"):
-            assert line.endswith("=") or line.endswith("=http://127.0.0.1:5000"), line
+    # Secrets, and the account names of MinIO's root and MLflow's admin (no guessable defaults).
+    accounts = ("MINIO_ROOT_USER", "MLFLOW_AUTH_ADMIN_USERNAME")
+    credentials = {key: value for key, value in declared.items() if SECRET_NAME.search(key) or key in accounts}
+    assert {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", *accounts} <= credentials.keys(), sorted(declared)
+    for key, value in credentials.items():
+        assert value == "", f".env.example gives {key} a value; credentials must stay empty"
+    client = [line for line in ENV_EXAMPLE.read_text().splitlines() if line.startswith("# export MLFLOW_TRACKING_")]
+    assert [line.split("=")[0].split()[-1] for line in client] == [
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ]
+    for line in client:
+        assert line.endswith("=") or line.endswith("=http://127.0.0.1:5000"), line
 
 
 def test_dot_env_is_gitignored():

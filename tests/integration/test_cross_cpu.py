@@ -17,15 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import project_env
+from tests.conftest import project_env, require
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")]
+pytestmark = pytest.mark.slow
 
 KERNELS = ("Prescott", "Nehalem", "Haswell", "SkylakeX", "Zen")
 FAMILIES = ("logistic_regression", "random_forest", "xgboost")
-# What each kernel needs from the CPU (/proc/cpuinfo flags); a kernel the CPU cannot run is not tried.
-NEEDS = {"Prescott": {"sse3"}, "Nehalem": {"sse4_2"}, "Haswell": {"avx2", "fma"}, "SkylakeX": {"avx512f"},
+# What each kernel needs from the CPU, as Linux spells it in /proc/cpuinfo (SSE3 is `pni`, Prescott New
+# Instructions); a kernel the CPU cannot run is not tried.
+NEEDS = {"Prescott": {"pni"}, "Nehalem": {"sse4_2"}, "Haswell": {"avx2", "fma"}, "SkylakeX": {"avx512f"},
          "Zen": {"avx2", "fma"}}  # fmt: skip
 ROWS = 20000  # the default sample's size: where the kernels' last bits are known to differ
 
@@ -50,8 +51,19 @@ def repro(root: Path, **env: str) -> dict[str, str]:
     return lock_outs(root)
 
 
+def require_x86_64() -> None:
+    require(platform.machine() in ("x86_64", "AMD64"), "an x86-64 CPU: the OpenBLAS kernels compared are x86-64's")
+
+
+def test_every_x86_64_cpu_runs_the_prescott_kernel():
+    """SSE3 (Prescott) is in every x86-64 CPU OpenBLAS supports: a flag lookup that misses it spells it wrong."""
+    require_x86_64()
+    assert "Prescott" in supported_kernels(), sorted(cpu_flags())
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    require_x86_64()
     root = make_repo(tmp_path_factory.mktemp("cross-cpu") / "repo", rows=ROWS)
     run([PYTHON, "-m", "churn.tools.store", "init"], root)
     return root
@@ -76,8 +88,10 @@ def test_every_kernel_gives_the_same_outputs(repo, family):
 def test_the_kernel_does_change_the_bytes_when_not_pinned(repo):
     """Control: moving the pin itself (as a CPU without the pin would) changes logistic regression's model."""
     kernels = supported_kernels()
-    if not {"Haswell", "SkylakeX"} <= set(kernels) and not {"Haswell", "Prescott"} <= set(kernels):
-        pytest.skip("this CPU runs too few kernels to compare")
+    require(
+        {"Haswell", "SkylakeX"} <= set(kernels) or {"Haswell", "Prescott"} <= set(kernels),
+        f"a CPU that runs the Haswell kernel and Prescott or SkylakeX (this one runs {kernels})",
+    )
     set_family(repo, "logistic_regression")
     models = {k: repro(repo, CHURN_OPENBLAS_CORETYPE=k)["models/model.pkl"] for k in kernels}
     assert len(set(models.values())) > 1, f"every kernel gave the same model: {models}"
@@ -87,7 +101,7 @@ def test_a_cpu_without_the_pinned_kernel_gets_one_line(repo, tmp_path):
     """bin/py refuses, in one line, a kernel the CPU cannot run, instead of crashing on an illegal
     instruction; simulated with a cpuinfo without AVX2 by running bin/py's check on a fake /proc."""
     script = (repo / "bin" / "py").read_text().replace("/proc/cpuinfo", str(tmp_path / "cpuinfo"))
-    (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse sse2 sse3\n")
+    (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2\n")
     fake = tmp_path / "py"
     fake.write_text(script)
     result = run(["sh", str(fake), "-c", "print('ran')"], repo, project_env(), check=False)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import project_env
+from tests.conftest import project_env, require
 from tests.integration.helpers import (
     DVC,
     PYTHON,
@@ -99,10 +98,7 @@ def test_run_cache_restore_stays_traceable_and_compare_agrees(repo):
 
 def test_compare_html_renders_in_headless_chromium(repo, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed here (CI installs it)")
+    require(chromium, "chromium is not installed: install Debian's chromium (apt-get install chromium; .ci/run does)")
     run([PYTHON, "-m", "churn.tools.compare"], repo)
     page = (repo / "reports" / "compare.html").as_uri()
     flags = [

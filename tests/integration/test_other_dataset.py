@@ -10,13 +10,9 @@ import json
 
 import pytest
 
-from tests.conftest import TELCO
 from tests.integration.helpers import DVC, PYTHON, make_repo, mlflow_runs, run
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not TELCO.exists(), reason=f"the Telco sample is not beside the repository ({TELCO})"),
-]
+pytestmark = pytest.mark.slow
 
 TELCO_DATA = {
     "raw_path": "data/raw/telco.csv",
@@ -45,8 +41,8 @@ TELCO_DATA = {
 }
 
 
-def test_telco_by_params_alone_reaches_roc_auc_above_080(tmp_path):
-    root = make_repo(tmp_path / "repo", params={"data": TELCO_DATA}, raw=TELCO)
+def test_telco_by_params_alone_reaches_roc_auc_above_080(tmp_path, telco):
+    root = make_repo(tmp_path / "repo", params={"data": TELCO_DATA}, raw=telco)
     src_before = run(["git", "ls-files", "-s", "src"], root).stdout
     run([PYTHON, "-m", "churn.tools.store", "init"], root)
     run([*DVC, "repro"], root)

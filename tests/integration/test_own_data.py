@@ -15,20 +15,16 @@ import shutil
 import pytest
 
 from churn.config import load_params
-from tests.conftest import TELCO
 from tests.integration.helpers import DVC, PYTHON, make_repo, reproduce, run
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not TELCO.exists(), reason=f"the Telco sample is not beside the repository ({TELCO})"),
-]
+pytestmark = pytest.mark.slow
 
 
-def test_telco_through_the_data_block_command_leaves_dvc_healthy(tmp_path):
+def test_telco_through_the_data_block_command_leaves_dvc_healthy(tmp_path, telco):
     root = make_repo(tmp_path / "repo", rows=200)
     shutil.rmtree(root / ".dvc" / "cache")  # a clone that never pulled the sample
     (root / "data" / "raw" / "customers.csv").unlink()
-    (root / "data" / "raw" / "telco.csv").write_bytes(TELCO.read_bytes())
+    (root / "data" / "raw" / "telco.csv").write_bytes(telco.read_bytes())
 
     out = run([PYTHON, "-m", "churn.tools.datablock", "data/raw/telco.csv", "--write"], root).stdout
     assert "  customerID" in out and "Churn" in out
@@ -56,6 +52,6 @@ def test_telco_through_the_data_block_command_leaves_dvc_healthy(tmp_path):
     (root / "data" / "raw" / "telco.csv").unlink()
     run([*DVC, "pull"], root)
     run([*DVC, "checkout"], root)
-    assert (root / "data" / "raw" / "telco.csv").read_bytes() == TELCO.read_bytes()
+    assert (root / "data" / "raw" / "telco.csv").read_bytes() == telco.read_bytes()
     assert "up to date" in run([*DVC, "status"], root).stdout
     run([PYTHON, "-m", "churn.tools.rawdata"], root)  # `make data` after the switch

@@ -11,7 +11,7 @@ import pytest
 
 from churn.tracking.store import redact
 from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, mlflow_runs, run
-from tests.integration.services import postgres_database
+from tests.integration.services import optuna_storage, postgres_database
 
 pytestmark = pytest.mark.slow
 STUDY = "churn-logistic_regression-roc_auc"
@@ -153,28 +153,29 @@ def test_two_local_workers_share_one_run_of_one_study_on_postgresql(repo, postgr
     command = [*TUNE, "--storage", postgres_url, "--study", "shared", "--trials", "20", "--workers", "2"]
     result = run(command, repo, timeout=600)
 
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(len(numbers))), "no duplicate or missing trial numbers"
-    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    # Workers stop once the study has the trials asked for, counting those running: at most one more when
-    # both ask for a trial at the same moment.
-    assert 20 <= len(finished) <= 21, result.stderr[-3000:]
-    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
-    proposals = [t.params["model.C"] for t in study.trials]
-    assert len(set(proposals)) == len(proposals), "workers proposed the same parameters (sampler seeded per trial)"
+    with optuna_storage(postgres_url) as storage:  # the study's reads below, on one pool closed at the end
+        study = optuna.load_study(study_name="shared", storage=storage)
+        numbers = [t.number for t in study.trials]
+        assert sorted(numbers) == list(range(len(numbers))), "no duplicate or missing trial numbers"
+        finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        # Workers stop once the study has the trials asked for, counting those running: at most one more when
+        # both ask for a trial at the same moment.
+        assert 20 <= len(finished) <= 21, result.stderr[-3000:]
+        assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+        proposals = [t.params["model.C"] for t in study.trials]
+        assert len(set(proposals)) == len(proposals), "workers proposed the same parameters (sampler seeded per trial)"
 
-    parents, trials = study_runs(repo, "shared")
-    assert len(parents) == 1, "both workers log under one parent run"
-    assert parents[0].info.status == "FINISHED"
-    assert parents[0].data.tags["optuna.storage"] == redact(postgres_url)
-    assert "***" in redact(postgres_url)
-    check_trials_match_mlflow(study, trials)
-    workers = {(r.data.tags["optuna.worker.host"], r.data.tags["optuna.worker.pid"]) for r in trials}
-    assert len(workers) == 2, "both workers ran trials"
-    assert {r.data.tags["optuna.worker"] for r in trials} == {f"{host}:{pid}" for host, pid in workers}
-    best = json.loads((repo / "tune" / "best_params.json").read_text())
-    assert (best["study"], best["trial"], best["value"]) == ("shared", study.best_trial.number, study.best_value)
+        parents, trials = study_runs(repo, "shared")
+        assert len(parents) == 1, "both workers log under one parent run"
+        assert parents[0].info.status == "FINISHED"
+        assert parents[0].data.tags["optuna.storage"] == redact(postgres_url)
+        assert "***" in redact(postgres_url)
+        check_trials_match_mlflow(study, trials)
+        workers = {(r.data.tags["optuna.worker.host"], r.data.tags["optuna.worker.pid"]) for r in trials}
+        assert len(workers) == 2, "both workers ran trials"
+        assert {r.data.tags["optuna.worker"] for r in trials} == {f"{host}:{pid}" for host, pid in workers}
+        best = json.loads((repo / "tune" / "best_params.json").read_text())
+        assert (best["study"], best["trial"], best["value"]) == ("shared", study.best_trial.number, study.best_value)
 
 
 def test_workers_need_a_database_server(repo):

@@ -20,10 +20,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from optuna.storages import RDBStorage
 
 from tests.conftest import REPO, project_env
 from tests.integration.helpers import DVC, PYTHON, exp_show, make_repo, run
-from tests.integration.services import postgres_database
+from tests.integration.services import optuna_storage, postgres_database
 
 TRIALS = 12
 # The default study name (`make tune` below names none): family logistic_regression, metric roc_auc.
@@ -60,6 +61,13 @@ def cluster(tmp_path_factory, postgres_server):
         yield {"clones": clones, "env": env, "storage": storage, "tracking": tracking}
 
 
+@pytest.fixture
+def study_storage(cluster):
+    """The test's own reads of the workers' study, on one connection pool closed at the end."""
+    with optuna_storage(cluster["storage"]) as storage:
+        yield storage
+
+
 def start_worker(clone: Path, env: dict[str, str], storage: str, logs: Path) -> subprocess.Popen:
     """One worker, as `make tune` starts it (bin/py execs Python, so the pid is the worker's own)."""
     command = ["bin/py", "-m", "churn.tools.tune", "--no-progress", "--storage", storage, "--trials", str(TRIALS)]
@@ -67,7 +75,7 @@ def start_worker(clone: Path, env: dict[str, str], storage: str, logs: Path) -> 
         return subprocess.Popen([*command, *FAULTS], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for_run(storage: str) -> dict:
+def wait_for_run(storage: RDBStorage) -> dict:
     """The run the first worker recorded in the study (its target and commit)."""
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
@@ -78,18 +86,18 @@ def wait_for_run(storage: str) -> dict:
     raise AssertionError(f"no worker started a run within {START_S} s")
 
 
-def trials_of(storage: str) -> list[optuna.trial.FrozenTrial]:
+def trials_of(storage: RDBStorage) -> list[optuna.trial.FrozenTrial]:
     try:
         return optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
     except KeyError:  # not created yet
         return []
 
 
-def running_trials_of(storage: str, owner: str) -> list[optuna.trial.FrozenTrial]:
+def running_trials_of(storage: RDBStorage, owner: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials_of(storage) if t.user_attrs.get("worker") == owner and t.state.name == "RUNNING"]
 
 
-def stop_each_mid_trial(workers: list[subprocess.Popen], storage: str) -> list[optuna.trial.FrozenTrial]:
+def stop_each_mid_trial(workers: list[subprocess.Popen], storage: RDBStorage) -> list[optuna.trial.FrozenTrial]:
     """SIGSTOP each worker while one of its trials is RUNNING (look, stop it, look again: it cannot finish the
     trial in between), until all are stopped; returns their trials. So every worker is at work before any of
     them can finish the run, however slowly each one starts. A stopped worker sends no heartbeats."""
@@ -126,12 +134,12 @@ def mlflow_trial_runs(tracking: str) -> tuple[list, list]:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_three_clones_one_killed_worker_one_study(cluster, tmp_path):
+def test_three_clones_one_killed_worker_one_study(cluster, study_storage, tmp_path):
     clones, env, storage = cluster["clones"], cluster["env"], cluster["storage"]
     workers = [start_worker(clone, env, storage, tmp_path) for clone in clones[:3]]  # together
     try:
-        started = wait_for_run(storage)
-        killed = stop_each_mid_trial(workers, storage)[2]
+        started = wait_for_run(study_storage)
+        killed = stop_each_mid_trial(workers, study_storage)[2]
         # A worker one commit ahead tries to join the run while it is open: the last worker's trial is stopped,
         # and it will not be stale for 40 s. (Only once the run is recorded: a first worker at another commit
         # would make the run its own, and the others would be the ones refused.)
@@ -166,7 +174,7 @@ def test_three_clones_one_killed_worker_one_study(cluster, tmp_path):
     assert f"this worker is at {ahead[:12]}" in errors[0]
 
     # Optuna: the requested complete trials, unique numbers, the killed trial failed and retried, none left over.
-    study = optuna.load_study(study_name=STUDY, storage=storage)
+    study = optuna.load_study(study_name=STUDY, storage=study_storage)
     trials = study.get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
     assert TRIALS <= states.count("COMPLETE") <= TRIALS + 1, states  # +1: two workers asking at the same moment

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.warmfork.helpers import wait_until, warnings
 
 NOBODY = 65534
@@ -118,16 +119,17 @@ class OtherUser:
 
 @pytest.fixture
 def other_user():
-    if os.geteuid() != 0:
-        pytest.skip("acting as a second uid needs root here (setpriv)")
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is not installed")
+    require(os.geteuid() == 0, "acting as a second uid needs root: run these tests as root (CI does)")
+    require(shutil.which("setpriv"), "setpriv is not installed: install util-linux")
     probe = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-I", "-c", "0"],
         capture_output=True,
     )
-    if probe.returncode != 0:
-        pytest.skip(f"uid {NOBODY} cannot run {sys.executable}: {probe.stderr.decode().strip()}")
+    require(
+        probe.returncode == 0,
+        f"uid {NOBODY} cannot run {sys.executable} ({probe.stderr.decode().strip()}): make the .venv's path "
+        "readable and traversable by others",
+    )
     shared = Path(tempfile.mkdtemp(prefix="wf-shared-"))
     shared.chmod(0o1777)  # like /tmp: everyone may create entries, only their owner may replace them
     user = OtherUser(shared)
