@@ -76,12 +76,21 @@ def set_family(root: Path, family: str) -> None:
     params.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
+def kernels_for(family: str) -> list[str]:
+    """Every kernel this CPU runs for logistic regression, whose coefficients follow OpenBLAS's kernel; one other
+    than the pinned Haswell for the tree families, which use no BLAS (a check that this stays so)."""
+    kernels = supported_kernels()
+    if family == "logistic_regression":
+        return kernels
+    return [next(k for k in kernels if k != "Haswell")]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_kernel_gives_the_same_outputs(repo, family):
     set_family(repo, family)
     expected = repro(repo)
     assert len(expected) >= 18  # every stage's outputs, metrics and plots included
-    for kernel in supported_kernels():
+    for kernel in kernels_for(family):
         assert repro(repo, OPENBLAS_CORETYPE=kernel) == expected, f"{family}: outputs differ under {kernel}"
 
 
