@@ -328,8 +328,8 @@ class Started:
 @dataclass
 class StageRun:
     """One stage's MLflow run. Params, metrics, tags and dataset inputs are kept in the process and sent
-    when the stage ends (`stage_run`): a few requests a stage, whatever it logs. Artifacts are uploaded at
-    once, straight to the run's artifact location."""
+    when the stage ends (`stage_run`): a few requests a stage, whatever it logs. Artifacts go straight to the
+    run's artifact location, to a server in the background (`log_artifact`), all of them before the run ends."""
 
     store: Store
     start: Started | Future  # the run as created, or the creation under way (against a server)
