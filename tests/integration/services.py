@@ -5,6 +5,7 @@
   else a throwaway cluster from the installed binaries (initdb, pg_ctl), stopped and deleted afterwards;
 - `postgres_database`: a fresh database on that server, dropped afterwards;
 - `optuna_storage`: Optuna's storage on such a database for a test's own reads, its connections closed afterwards;
+- `tracking_stack`: a database, an S3 bucket and `mlflow_server` on them, the compose stack in one block;
 - `mlflow_server`: `mlflow server` as docker-compose.yml runs it (PostgreSQL backend store, artifacts in an S3
   bucket served through the server, basic auth with the project's docker/mlflow/basic_auth.ini), started by
   `make server`'s tool, churn.tools.server.
@@ -402,3 +403,24 @@ def mlflow_server(
     # The schema migration (minutes on a fresh database and a busy machine), then the workers' start.
     with service(cmd, env, log, f"{url}/health", timeout=600):
         yield MlflowServer(url=url, admin=admin, log=log)
+
+
+@dataclass(frozen=True)
+class Stack:
+    database: str
+    s3: S3
+    server: MlflowServer
+    workdir: Path
+
+
+@contextmanager
+def tracking_stack(
+    workdir: Path, postgres: str, prefix: str, buckets: tuple[str, ...] = ("mlflow",)
+) -> Iterator[Stack]:
+    """The compose stack on loopback: a new database on `postgres`, an S3 endpoint with `buckets` (the first one
+    the server's artifacts), and the tracking server on them (`mlflow_server`), all stopped afterwards."""
+    with postgres_database(postgres, prefix) as database, moto_s3(workdir) as s3:
+        for bucket in buckets:
+            s3.create_bucket(bucket)
+        with mlflow_server(workdir, database, s3, buckets[0]) as server:
+            yield Stack(database, s3, server, workdir)

@@ -20,7 +20,7 @@ import pytest
 from churn.tools.proxy import CountingProxy, Request, summary
 from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
-from tests.integration.services import mlflow_server, moto_s3, postgres_database
+from tests.integration.services import tracking_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -57,9 +57,9 @@ def counted(tmp_path_factory, postgres_server):
     model again: the registry's identical-version path), a DVC experiment, `compare`, tuning trials; the
     requests of each."""
     workdir = tmp_path_factory.mktemp("budget")
-    with postgres_database(postgres_server, "budget") as database, moto_s3(workdir) as s3:
-        s3.create_bucket(BUCKET)
-        with mlflow_server(workdir, database, s3, BUCKET) as server, CountingProxy(server.url) as proxy:
+    with tracking_stack(workdir, postgres_server, "budget", (BUCKET,)) as made:
+        server = made.server
+        with CountingProxy(server.url) as proxy:
             root = make_repo(workdir / "repo", rows=400)
             user, token = server.admin
             credentials = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": token}

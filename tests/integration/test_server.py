@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
-from tests.integration.services import libpq_dsn, mlflow_server, moto_s3, postgres_database
+from tests.integration.services import libpq_dsn, tracking_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -37,12 +37,9 @@ def client_env(url: str, user: str, token: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, postgres_server):
     """PostgreSQL database + S3 bucket + MLflow server with basic auth, and a user the admin created."""
-    workdir = tmp_path_factory.mktemp("stack")
-    with postgres_database(postgres_server, "mlflow") as database, moto_s3(workdir) as s3:
-        s3.create_bucket(BUCKET)
-        with mlflow_server(workdir, database, s3, BUCKET) as server:
-            user = server.create_user("alice")
-            yield {"database": database, "s3": s3, "server": server, "user": user}
+    with tracking_stack(tmp_path_factory.mktemp("stack"), postgres_server, "mlflow", (BUCKET,)) as made:
+        user = made.server.create_user("alice")
+        yield {"database": made.database, "s3": made.s3, "server": made.server, "user": user}
 
 
 @pytest.fixture(scope="module")

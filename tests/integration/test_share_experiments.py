@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
-from tests.integration.services import S3_ENV, mlflow_server, moto_s3, postgres_database
+from tests.integration.services import S3_ENV, tracking_stack
 from tests.integration.test_server import client_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -45,12 +45,10 @@ def git_out(root: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, postgres_server):
-    workdir = tmp_path_factory.mktemp("team-stack")
-    with postgres_database(postgres_server, "mlflow") as database, moto_s3(workdir) as s3:
-        s3.create_bucket(MLFLOW_BUCKET)
-        s3.create_bucket(DVC_BUCKET)
-        with mlflow_server(workdir, database, s3, MLFLOW_BUCKET) as server:
-            yield {"s3": s3, "server": server, "alice": server.create_user("alice"), "bob": server.create_user("bob")}
+    buckets = (MLFLOW_BUCKET, DVC_BUCKET)
+    with tracking_stack(tmp_path_factory.mktemp("team-stack"), postgres_server, "mlflow", buckets) as made:
+        server = made.server
+        yield {"s3": made.s3, "server": server, "alice": server.create_user("alice"), "bob": server.create_user("bob")}
 
 
 def search_runs(server, experiment_id: str, filter_string: str = "") -> list[dict]:

@@ -24,7 +24,7 @@ import pytest
 
 from churn.tools.server import ADMIN_VARIABLES, auth_database
 from tests.conftest import REPO, project_env
-from tests.integration.services import free_port, mlflow_server, moto_s3, postgres_database
+from tests.integration.services import free_port, mlflow_server, tracking_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -36,11 +36,8 @@ CURRENT_USER = f"{USERS}/current"  # any signed-in user may call it: a probe of 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, postgres_server):
     """A database, a bucket, and the server as `make server` starts it: one worker, the shipped 60 s cache."""
-    workdir = tmp_path_factory.mktemp("team-server")
-    with postgres_database(postgres_server, "team") as database, moto_s3(workdir) as s3:
-        s3.create_bucket(BUCKET)
-        with mlflow_server(workdir, database, s3, BUCKET) as server:
-            yield {"database": database, "s3": s3, "server": server, "workdir": workdir}
+    with tracking_stack(tmp_path_factory.mktemp("team-server"), postgres_server, "team", (BUCKET,)) as made:
+        yield {"database": made.database, "s3": made.s3, "server": made.server, "workdir": made.workdir}
 
 
 def call(url: str, method: str, path: str, auth: tuple[str, str], body: dict | None = None) -> tuple[int, dict]:
