@@ -26,10 +26,13 @@ from churn.core.evaluation import classification_metrics, classification_report,
 from churn.core.features import build_preprocessor, raw_feature_importance, transform
 from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.core.plots import confusion_matrix_figure, curve_figure, feature_importance_figure
-from churn.core.schema import target_labels, validate_and_clean
-from churn.core.split import Sides
-from churn.pipeline.files import read_raw, write_csv_rows, write_figure, write_json, write_parquet, write_pickle
-from churn.pipeline.paths import (
+from churn.core.schema import clean_table
+from churn.core.split import Sides, row_keys
+from churn.core.streaming import SeenKeys
+from churn.storage.csv_reader import read_raw
+from churn.storage.outputs import write_csv_rows, write_figure, write_json, write_pickle
+from churn.storage.parquet import write_parquet
+from churn.storage.paths import (
     CONFUSION,
     CV_METRICS,
     DATA_QUALITY,
@@ -92,13 +95,13 @@ def run(params: Params, out: Path, clock: Clock) -> dict[str, float]:
         return out / path
 
     with clock("prepare", "compute"):
-        raw = read_raw(data.raw_path, data)
-        clean = validate_and_clean(raw, data, data.raw_path)
-        labels, identity = target_labels(raw[target], data, data.raw_path), [*data.features, target]
-        repeats = quality.duplicated(clean, identity)
+        raw = read_raw(Path(data.raw_path), data)
+        clean, labels = clean_table(raw, data, data.raw_path)
+        identity = [*data.features, target]
+        repeats = ~SeenKeys().first_seen(row_keys(clean[identity], params.prepare.seed))
         dropped = int(repeats.sum()) if params.prepare.drop_duplicates else 0
         if dropped:
-            clean = clean.loc[~repeats.to_numpy()].reset_index(drop=True)
+            clean = clean.loc[~repeats].reset_index(drop=True)
         sides = Sides(data, params.prepare, data.raw_path)
         train, test = sides.split(clean)
         sides.check(labels)

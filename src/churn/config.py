@@ -179,11 +179,10 @@ class PrepareParams(Block):
 
 
 class ResourcesParams(Block):
-    """The large-data path, beside the default one: which tables stream, in batches of how many rows, when
-    xgboost trains from external memory, and a Dask cluster to train on."""
+    """How much a stage holds at once (never what it computes): the rows of a batch, when xgboost trains from
+    external memory, and a Dask cluster to train on."""
 
-    streaming_rows: at_least(0)  # a stage whose input has more rows than this streams it (0: always)
-    batch_rows: Count
+    batch_rows: Count  # prepare, featurize and evaluate read and write tables this many rows at a time
     external_memory_rows: at_least(0)  # train splits past this: xgboost from external memory
     cv_sample_rows: at_least(2)  # past external_memory_rows, CV runs on a stratified sample of this many
     dask_scheduler: expect(  # empty (or null): DASK_SCHEDULER_ADDRESS if set, else no Dask

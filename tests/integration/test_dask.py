@@ -16,7 +16,7 @@ import pytest
 from churn.config import load_params
 from churn.core.generate import generate
 from churn.pipeline import evaluate, featurize, prepare, register, train
-from churn.pipeline.files import read_pickle
+from churn.storage.outputs import read_pickle
 from tests.conftest import REPO
 
 ROWS = 20_000
@@ -26,12 +26,12 @@ def test_pipeline_imports_no_dask_without_a_scheduler():
     script = (
         "import sys\n"
         "import churn.pipeline.prepare, churn.pipeline.featurize, churn.pipeline.train, churn.pipeline.evaluate\n"
-        "import churn.pipeline.register, churn.pipeline.large.train\n"
+        "import churn.pipeline.register, churn.pipeline.scale\n"
         "from churn.config import load_params\n"
         "params = load_params()\n"
         "assert not params.resources.scheduler()\n"
-        "from churn.pipeline.train import large_path\n"
-        "assert large_path(params) is None\n"
+        "from churn.pipeline.train import mode\n"
+        "assert mode(params, 1000) == ('memory', '')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "DASK_SCHEDULER_ADDRESS"}

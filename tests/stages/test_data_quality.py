@@ -29,10 +29,9 @@ def messy(workspace, customers, params_raw):
     return params_raw
 
 
-def _prepare(workspace, params_raw, drop: bool, streaming: bool = False) -> dict:
+def _prepare(workspace, params_raw, drop: bool, batch_rows: int = 1_000_000) -> dict:
     params_raw["prepare"]["drop_duplicates"] = drop
-    if streaming:  # the large-data path, in batches of 7 rows
-        params_raw["resources"].update(streaming_rows=0, batch_rows=7)
+    params_raw["resources"]["batch_rows"] = batch_rows
     write_params(workspace, params_raw)
     prepare.run(load_params())
     return json.loads((workspace / "reports" / "data_quality.json").read_text())
@@ -75,10 +74,10 @@ def test_repeats_are_dropped_before_the_split(workspace, migrated_store, messy, 
     assert metrics["prepare.positive_share_train"] == shares["train"]["Yes"]
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["in memory", "batches of 7"])
-def test_kept_repeats_show_up_as_test_rows_seen_in_training(workspace, migrated_store, messy, caplog, streaming):
+@pytest.mark.parametrize("batch_rows", [1_000_000, 7], ids=["one batch", "batches of 7"])
+def test_kept_repeats_show_up_as_test_rows_seen_in_training(workspace, migrated_store, messy, caplog, batch_rows):
     with caplog.at_level(logging.WARNING):
-        report = _prepare(workspace, messy, drop=False, streaming=streaming)
+        report = _prepare(workspace, messy, drop=False, batch_rows=batch_rows)
     assert report["rows_duplicate"] == 100 and report["rows_duplicate_dropped"] == 0
     assert report["rows_used"] == 500
     train = pd.read_parquet(workspace / "data/prepared/train.parquet")

@@ -187,7 +187,7 @@ def test_sigterm_and_sighup_end_the_stage_run_killed(workspace, migrated_store, 
 
 
 def test_the_next_run_of_a_stage_removes_the_staging_folders_of_killed_runs(tmp_path, monkeypatch):
-    from churn.pipeline.files import StagedOutputs
+    from churn.storage.outputs import StagedOutputs
 
     monkeypatch.chdir(tmp_path)
     gone, live = dead_pid(), os.getppid()

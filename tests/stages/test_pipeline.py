@@ -17,7 +17,7 @@ import pytest
 from churn.config import METRICS, Threshold, load_params
 from churn.core.evaluation import MAX_CURVE_POINTS
 from churn.pipeline import evaluate, featurize, prepare, register, train
-from churn.pipeline.files import read_pickle
+from churn.storage.outputs import read_pickle
 from churn.system import file_md5
 
 STAGES = ("prepare", "featurize", "train", "evaluate", "register")

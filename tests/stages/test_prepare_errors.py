@@ -91,11 +91,10 @@ def _one_class_in_test(workspace, customers) -> int:
     return int(to_test.sum())
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["in memory", "in batches"])
-def test_a_split_side_with_one_class(workspace, migrated_store, customers, params_raw, streaming):
-    if streaming:
-        params_raw["resources"].update(streaming_rows=0, batch_rows=7)
-        write_params(workspace, params_raw)
+@pytest.mark.parametrize("batch_rows", [1_000_000, 7], ids=["one batch", "batches of 7"])
+def test_a_split_side_with_one_class(workspace, migrated_store, customers, params_raw, batch_rows):
+    params_raw["resources"]["batch_rows"] = batch_rows
+    write_params(workspace, params_raw)
     rows = _one_class_in_test(workspace, customers)
     message = str(_run_prepare(workspace))
     assert message == (

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from churn.config import DataParams
-from churn.core.schema import validate_and_clean
+from churn.core.schema import clean_table
 from churn.errors import DataError
-from churn.pipeline.files import read_raw
+from churn.storage.csv_reader import read_raw
 
 SOURCE = "data/raw/tiny.csv"
 
@@ -41,7 +41,7 @@ def raw() -> pd.DataFrame:
 
 
 def test_blank_numeric_becomes_nan(raw, schema):
-    clean = validate_and_clean(raw, schema, SOURCE)
+    clean = clean_table(raw, schema, SOURCE)[0]
     assert clean["charges"].dtype == "float64"
     assert clean["charges"].isna().tolist() == [False, True, True, False, True, False, False, False]
     assert clean["charges"].iloc[3] == 70.25
@@ -50,14 +50,14 @@ def test_blank_numeric_becomes_nan(raw, schema):
 
 def test_clean_does_not_mutate_its_argument(raw, schema):
     before = raw.copy()
-    validate_and_clean(raw, schema, SOURCE)
+    clean_table(raw, schema, SOURCE)[0]
     pd.testing.assert_frame_equal(raw, before)
 
 
 def test_text_in_numeric_column_names_file_column_value_and_row(raw, schema):
     bad = raw.assign(age=["30", "41", "52", "forty", "35", "60", "44", "29"])
     with pytest.raises(DataError) as caught:
-        validate_and_clean(bad, schema, SOURCE)
+        clean_table(bad, schema, SOURCE)[0]
     message = str(caught.value)
     assert message.startswith(f"{SOURCE}: ")
     assert "'age'" in message
@@ -71,57 +71,57 @@ def test_row_number_counts_rows_of_the_file_even_after_unlabeled_rows(raw, schem
         age=["30", "41", "52", "forty", "35", "60", "44", "29"],  # the bad value is on data row 4 of the file
     )
     with pytest.raises(DataError, match=r"at data row 4$"):
-        validate_and_clean(bad, schema, SOURCE)
+        clean_table(bad, schema, SOURCE)[0]
 
 
 def test_one_class_target_raises(raw, schema):
     with pytest.raises(DataError, match="'churn' has one class") as caught:
-        validate_and_clean(raw.assign(churn="0"), schema, SOURCE)
+        clean_table(raw.assign(churn="0"), schema, SOURCE)[0]
     assert str(caught.value).startswith(SOURCE)
 
 
 def test_more_than_two_classes_raises(raw, schema):
     with pytest.raises(DataError, match="must be binary"):
-        validate_and_clean(raw.assign(churn=["1", "0", "2", "1", "0", "1", "0", "0"]), schema, SOURCE)
+        clean_table(raw.assign(churn=["1", "0", "2", "1", "0", "1", "0", "0"]), schema, SOURCE)[0]
 
 
 def test_positive_label_absent_raises(raw, schema):
     yes_no = DataParams(**{**schema.__dict__, "positive_label": "Yes"})
     with pytest.raises(DataError, match=r"data\.positive_label 'Yes'") as caught:
-        validate_and_clean(raw, yes_no, SOURCE)
+        clean_table(raw, yes_no, SOURCE)[0]
     assert str(caught.value).startswith(SOURCE)
 
 
 def test_yes_no_target_maps_to_one_and_zero(raw, schema):
     yes_no = DataParams(**{**schema.__dict__, "positive_label": "Yes"})
     labels = ["Yes", "No", "No", "Yes", " No", "Yes ", "No", "No"]
-    clean = validate_and_clean(raw.assign(churn=labels), yes_no, SOURCE)
+    clean = clean_table(raw.assign(churn=labels), yes_no, SOURCE)[0]
     assert clean["churn"].dtype == "int64"
     assert clean["churn"].tolist() == [1, 0, 0, 1, 0, 1, 0, 0]
 
 
 def test_categorical_zero_one_stays_text(raw, schema):
-    clean = validate_and_clean(raw, schema, SOURCE)
+    clean = clean_table(raw, schema, SOURCE)[0]
     assert clean["senior"].tolist() == ["0", "1", "0", "0", "1", "0", "1", "0"]
     assert all(isinstance(v, str) for v in clean["senior"])
 
 
 def test_categorical_is_stripped_and_blank_is_missing(raw, schema):
-    clean = validate_and_clean(raw, schema, SOURCE)
+    clean = clean_table(raw, schema, SOURCE)[0]
     assert clean["plan"].iloc[3] == "pro"
     assert pd.isna(clean["plan"].iloc[4])
     assert clean["customer_id"].tolist() == raw["customer_id"].tolist()
 
 
 def test_rows_with_empty_target_are_dropped(raw, schema):
-    clean = validate_and_clean(raw.assign(churn=["1", "", "0", " ", "0", "1", "0", "0"]), schema, SOURCE)
+    clean = clean_table(raw.assign(churn=["1", "", "0", " ", "0", "1", "0", "0"]), schema, SOURCE)[0]
     assert clean["customer_id"].tolist() == ["C1", "C3", "C5", "C6", "C7", "C8"]
     assert clean.index.tolist() == list(range(6))
 
 
 def test_target_empty_everywhere_raises(raw, schema):
     with pytest.raises(DataError, match="empty in every row"):
-        validate_and_clean(raw.assign(churn=""), schema, SOURCE)
+        clean_table(raw.assign(churn=""), schema, SOURCE)[0]
 
 
 # --- read_raw ------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_read_raw_reads_declared_columns_as_text(tmp_path, schema):
     assert list(frame.columns) == ["customer_id", "age", "charges", "plan", "senior", "churn"]
     assert frame["charges"].tolist() == ["20.5", "", "NA"]  # text: validate_and_clean decides what is missing
     assert frame["senior"].tolist() == ["0", "1", "0"]
-    clean = validate_and_clean(frame, schema, str(path))
+    clean = clean_table(frame, schema, str(path))[0]
     assert clean["charges"].isna().tolist() == [False, True, True]
     assert clean["senior"].tolist() == ["0", "1", "0"]
 

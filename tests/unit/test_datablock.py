@@ -9,7 +9,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from churn.config import DataParams
-from churn.core.schema import encode_target, validate_and_clean
+from churn.core.schema import clean_table
 from churn.errors import ChurnError, DataError
 from churn.tools.datablock import label_value, main, propose, raw_path_for, read_table, rewrite_data_block
 from tests.conftest import REPO
@@ -68,7 +68,7 @@ def test_generated_table_gets_each_role(table):
 
 def test_proposed_block_cleans_the_table_as_prepare_does(table):
     data = DataParams(**propose(table).block("data/raw/t.csv"))
-    clean = validate_and_clean(table, data, "t.csv")
+    clean = clean_table(table, data, "t.csv")[0]
     assert clean["charges"].isna().sum() == 3
     assert clean["churn"].sum() == (table["churn"] == "1").sum()
 
@@ -86,7 +86,7 @@ def test_yes_no_target_positive_label_is_the_minority_yes():
     assert roles(proposal)["customerID"] == "id_columns"
     assert proposal.positive_label == "Yes"
     data = DataParams(**proposal.block("data/raw/t.csv"))
-    assert encode_target(frame["Churn"], data, "t.csv").tolist() == [1, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+    assert clean_table(frame, data, "t.csv")[0]["Churn"].tolist() == [1, 0, 1, 0, 0, 0, 1, 0, 0, 0]
 
 
 def test_minority_decides_even_when_it_is_no():

@@ -152,10 +152,10 @@ def test_id_and_target_columns_are_not_features(schema, settings, train):
 
 
 def test_blank_category_is_imputed_as_missing(schema, settings, train):
-    from churn.core.schema import validate_and_clean
+    from churn.core.schema import clean_table
 
     as_text = train.astype(str).assign(plan=["basic", " ", *train["plan"].tolist()[2:]], charges="1")
-    clean = validate_and_clean(as_text, schema, "tiny.csv")
+    clean = clean_table(as_text, schema, "tiny.csv")[0]
     assert pd.isna(clean.loc[1, "plan"])
     pre = build_preprocessor(schema, settings).fit(clean)
     out = transform(pre, clean)

@@ -1,5 +1,5 @@
-"""Data quality counts (core.quality): repeated rows, the report, its metrics and its warnings (test rows seen in
-training are counted by churn.core.split: tests/unit/test_split.py)."""
+"""Data quality counts (core.quality): repeated rows as prepare finds them, the report, its metrics and its
+warnings (test rows seen in training are counted by churn.core.split: tests/unit/test_split.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from churn.core import quality
+from churn.core.split import row_keys
+from churn.core.streaming import SeenKeys
 
 COLUMNS = ["age", "plan", "churn"]
 
@@ -15,14 +17,19 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", *COLUMNS])
 
 
+def repeats(table: pd.DataFrame) -> list[bool]:
+    """What prepare counts as a repeat: a row whose identity keys were seen before (churn.core.split)."""
+    return (~SeenKeys().first_seen(row_keys(table[COLUMNS], seed=0))).tolist()
+
+
 def test_a_repeat_is_the_same_features_and_target_whatever_the_id():
     table = frame([("a", 30.0, "basic", 1), ("b", 30.0, "basic", 1), ("c", 30.0, "basic", 0), ("a", 41.0, None, 0)])
-    assert quality.duplicated(table, COLUMNS).tolist() == [False, True, False, False]
+    assert repeats(table) == [False, True, False, False]
 
 
 def test_missing_values_compare_equal():
     table = frame([("a", np.nan, None, 1), ("b", np.nan, None, 1)])
-    assert quality.duplicated(table, COLUMNS).tolist() == [False, True]
+    assert repeats(table) == [False, True]
 
 
 def _report(**counts) -> dict:

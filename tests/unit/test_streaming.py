@@ -1,19 +1,22 @@
-"""The large-data path's pure parts (churn.core.streaming, churn.core.batch_cleaning) against what they stand in
-for: numpy's median, sklearn's fitted preprocessor and metrics, pandas' duplicated, validate_and_clean."""
+"""The stages' batch-wise pure parts (churn.core.streaming, churn.core.schema.CleanBatches) against what they stand
+in for: numpy's median, sklearn's fitted preprocessor and metrics, pandas' duplicated; and batch sizes that
+change nothing."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn import metrics as skm
 
 from churn.config import load_params
 from churn.core import streaming as s
-from churn.core.batch_cleaning import CleanBatches
 from churn.core.features import build_preprocessor, transform
 from churn.core.generate import generate
-from churn.core.schema import validate_and_clean
+from churn.core.schema import CleanBatches, clean_table
 from churn.core.split import row_keys
 from churn.errors import DataError
 from tests.conftest import REPO
@@ -29,7 +32,8 @@ def clean(params):
     raw = generate(2000, 5).astype(str)
     raw.loc[raw.index % 17 == 0, "total_charges"] = ""
     raw.loc[raw.index % 23 == 0, "payment_method"] = ""
-    return validate_and_clean(raw, params.data, "x")
+    clean = clean_table(raw, params.data, "x")[0]
+    return pa.Table.from_pandas(clean, preserve_index=False).to_pandas()  # as featurize reads data/prepared
 
 
 def _batches(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
@@ -47,7 +51,7 @@ def test_exact_medians_equal_numpy(collect):
         frames = [pd.DataFrame({"a": part}) for part in np.array_split(x, 7)]
         summary = s.NumericSummary()
         for frame in frames:
-            summary.update(frame["a"].to_numpy())
+            summary.update(frame["a"].to_numpy(), s.column_means(frame, ["a"])["a"])
         median = s.exact_medians({"a": summary}, lambda frames=frames: iter(frames), collect=collect)["a"]
         assert median == np.median(x[~np.isnan(x)])
         present = x[~np.isnan(x)]
@@ -70,16 +74,19 @@ def _from_statistics(params, settings, frame: pd.DataFrame, rows: int):
     numeric = {c: s.NumericSummary() for c in params.data.numerical}
     categories: dict = {}
     batches = _batches(frame, rows)
+    numerical = list(params.data.numerical)
     for batch in batches:
+        means = s.column_means(batch, numerical)
         for name, summary in numeric.items():
-            summary.update(batch[name].to_numpy())
+            summary.update(batch[name].to_numpy(), means[name])
         s.count_categories(batch, params.data.categorical, categories)
     numeric_batches = lambda: (b[list(params.data.numerical)] for b in batches)  # noqa: E731
     if settings.numeric_impute == "median":
         fills = s.exact_medians(numeric, numeric_batches)
     else:
         fills = {name: summary.mean for name, summary in numeric.items()}
-    return s.fit_from_statistics(build_preprocessor(params.data, settings), fills, categories, numeric_batches)
+    preprocessor = build_preprocessor(params.data, settings)
+    return s.fit_from_statistics(preprocessor, frame.iloc[:0], fills, categories, numeric_batches)
 
 
 def _fitted_state(preprocessor) -> dict:
@@ -141,8 +148,8 @@ def test_preprocessor_from_statistics_is_the_fitted_one(params, clean, impute, s
 
 @pytest.mark.parametrize(("impute", "scale", "frequency"), SETTINGS)
 def test_one_batch_is_fitted_exactly_as_the_whole_table(params, clean, impute, scale, frequency):
-    """A table of one batch: the preprocessor is the one fitted in memory, bit for bit (the in-memory stage's
-    outputs, through the batch-wise path)."""
+    """A table of one batch: the preprocessor is the one fitted on the whole table in memory, bit for bit, down
+    to its pickle (what featurize writes)."""
     settings = params.featurize.model_copy(
         update={"numeric_impute": impute, "scale": scale, "min_category_frequency": frequency}
     )
@@ -153,6 +160,7 @@ def test_one_batch_is_fitted_exactly_as_the_whole_table(params, clean, impute, s
     for name in expected:
         _assert_same(got[name], expected[name], name)
     np.testing.assert_array_equal(transform(built, clean).to_numpy(), transform(fitted, clean).to_numpy())
+    assert pickle.dumps(built, protocol=5) == pickle.dumps(fitted, protocol=5)
 
 
 def test_score_counts_give_the_full_arrays_metrics_and_curves():
@@ -176,10 +184,15 @@ def test_score_counts_give_the_full_arrays_metrics_and_curves():
         np.testing.assert_array_equal(a, b)
 
 
-def test_confusion_rows_keep_counts_then_proportions():
-    rows = s.confusion_rows(np.array([[5, 3], [2, 7]]), 100)
-    assert pd.Series(rows).value_counts().to_dict() == {(0, 0): 5, (0, 1): 3, (1, 0): 2, (1, 1): 7}
-    scaled = s.confusion_rows(np.array([[5000, 3000], [2000, 7001]]), 100)
+def test_confusion_rows_keep_each_example_in_order_then_proportions():
+    actual, predicted = np.array([1, 0, 0, 1, 1, 0]), np.array([1, 1, 0, 0, 1, 0])
+    rows = s.ConfusionRows(100)
+    for start in range(0, 6, 4):
+        rows.update(actual[start : start + 4], predicted[start : start + 4])
+    assert rows.rows(np.array([[2, 1], [1, 2]])) == list(zip(actual.tolist(), predicted.tolist(), strict=True))
+    past = s.ConfusionRows(100)
+    past.update(np.zeros(17001, dtype=int), np.zeros(17001, dtype=int))
+    scaled = past.rows(np.array([[5000, 3000], [2000, 7001]]))
     assert len(scaled) == 100
     assert pd.Series(scaled).value_counts().to_dict() == {(0, 0): 29, (0, 1): 18, (1, 0): 12, (1, 1): 41}
 
@@ -195,7 +208,7 @@ def test_seen_keys_find_the_repeats_pandas_finds(params, clean):
     assert not seen.contains(np.array([0, 2**64 - 1], dtype=np.uint64)).any()
 
 
-def test_clean_batches_match_validate_and_clean(params):
+def test_clean_batches_of_11_rows_give_the_one_batch_rows(params):
     raw = generate(300, 9).astype(str)
     raw.loc[[4, 40], "churn"] = ""
     cleaner = CleanBatches(params.data, "x")
@@ -203,10 +216,10 @@ def test_clean_batches_match_validate_and_clean(params):
     for start in range(0, 300, 11):
         batch = raw.iloc[start : start + 11]
         parts.append(cleaner.clean(batch))
-    cleaner.finish()
-    expected = validate_and_clean(raw, params.data, "x")
-    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected)
-    assert cleaner.unlabeled == 2 and cleaner.labels() == ("0", "1")
+    assert cleaner.finish() == ("0", "1") and cleaner.unlabeled == 2
+    whole, labels = clean_table(raw, params.data, "x")
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
+    assert len(whole) == 298 and labels == ("0", "1")
 
 
 def test_clean_batches_name_the_file_row_and_check_the_whole_table(params):
@@ -225,6 +238,13 @@ def test_clean_batches_name_the_file_row_and_check_the_whole_table(params):
 def test_resources_block_errors_are_one_line(params_raw):
     from churn.config import parse_params
     from churn.errors import ChurnError
+
+    params_raw["resources"]["streaming_rows"] = 0  # gone: every table takes the batch-wise path
+    with pytest.raises(
+        ChurnError, match=r"^params.yaml: resources.streaming_rows is not a known key \(expected one of"
+    ):
+        parse_params(params_raw)
+    del params_raw["resources"]["streaming_rows"]
 
     params_raw["resources"]["batch_rows"] = 0
     with pytest.raises(ChurnError, match=r"^params.yaml: resources.batch_rows must be an integer >= 1, got 0$"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churn.pipeline import paths
+from churn.storage import paths
 from churn.tools.artifact import artifact_version, git_tag_name
 from churn.tracking.models import MODEL_ARTIFACT, MODEL_ARTIFACT_FILE, MODEL_ARTIFACT_PATH
 from tests.conftest import REPO

@@ -8,8 +8,8 @@ import pandas as pd
 
 from churn.config import DataParams, FeaturizeParams
 from churn.core.features import build_preprocessor, transform
-from churn.core.schema import clean_features, validate_and_clean
-from churn.pipeline.files import read_raw
+from churn.core.schema import clean_features, clean_table
+from churn.storage.csv_reader import read_raw
 from churn.tools.predict import read_table
 
 ROWS = """customer_id,age,tenure,monthly_charges,gender,contract_type,churn
@@ -33,7 +33,7 @@ def test_training_and_scoring_clean_raw_rows_alike(tmp_path):
         target="churn",
         positive_label=1,
     )
-    trained = validate_and_clean(read_raw(path, data), data, str(path))[list(data.features)]
+    trained = clean_table(read_raw(path, data), data, str(path))[0][list(data.features)]
     scored = clean_features(read_table(path), data.numerical, data.categorical, str(path)).reset_index(drop=True)
     pd.testing.assert_frame_equal(trained, scored)
     assert trained["tenure"].isna().sum() == 2 and trained["gender"].isna().sum() == 1

@@ -13,7 +13,7 @@ def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, threshold: float, sample_weight: np.ndarray | None = None
 ) -> dict[str, float]:
     """Accuracy, precision, recall, F1 at `threshold`; ROC AUC, PR AUC, log loss, Brier on the probabilities.
-    `sample_weight`: counts of repeated (label, score) pairs (the large-data path's ScoreCounts). Computed in
+    `sample_weight`: counts of repeated (label, score) pairs (evaluate's ScoreCounts). Computed in
     float64 whatever the model's output type (xgboost's is float32), so sums do not carry float32 rounding."""
     proba = np.asarray(proba, dtype=np.float64)
     y_pred = (proba >= threshold).astype(int)
@@ -71,10 +71,10 @@ def classification_report(
         zero_division=0,
         sample_weight=sample_weight,
     )
-    if sample_weight is not None:  # counts as weights: supports are still row counts
+    if sample_weight is not None:  # counts as weights: supports are still row counts (floats, as unweighted)
         for row in report.values():
             if isinstance(row, dict) and "support" in row:
-                row["support"] = round(row["support"])
+                row["support"] = float(round(row["support"]))
     return _round(report)
 
 

@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from churn.config import DataParams, FeaturizeParams
+from churn.core.streaming import MISSING
 
 
 def build_preprocessor(data: DataParams, params: FeaturizeParams) -> ColumnTransformer:
@@ -30,8 +31,8 @@ def build_preprocessor(data: DataParams, params: FeaturizeParams) -> ColumnTrans
         )
         # Missing categories arrive as NaN (from parquet) or None (from a caller's raw rows): one imputer
         # each, since SimpleImputer matches a single marker (and skops cannot store pd.NA, which matches both).
-        nan = SimpleImputer(strategy="constant", fill_value="missing")
-        none = SimpleImputer(strategy="constant", fill_value="missing", missing_values=None)
+        nan = SimpleImputer(strategy="constant", fill_value=MISSING)
+        none = SimpleImputer(strategy="constant", fill_value=MISSING, missing_values=None)
         steps = [("impute_nan", nan), ("impute_none", none), ("onehot", encoder)]
         parts.append(("cat", Pipeline(steps), list(data.categorical)))
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)

@@ -5,13 +5,6 @@ and is scored on."""
 
 from __future__ import annotations
 
-import pandas as pd
-
-
-def duplicated(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """True for each row whose `columns` repeat an earlier row's (missing values compare equal)."""
-    return frame.duplicated(subset=columns, keep="first")
-
 
 def report(
     rows_raw: int,

@@ -1,9 +1,10 @@
-"""The large-data path's pure parts: statistics gathered batch by batch, exact order statistics in a few
-passes of bounded memory, the preprocessor fitted from statistics, and score counts
-from which the metrics and curves are exact. No file, DVC or MLflow I/O: the stages pass the batches in.
+"""Statistics gathered batch by batch, the stages' pure parts: exact order statistics in a few passes of bounded
+memory, the preprocessor fitted from statistics, repeated-row keys, and score counts from which the metrics and
+curves are exact. No file, DVC or MLflow I/O: the stages pass the batches in.
 
 Memory is bounded by the batch size and by constants (a histogram of 2**16 counts per column), never by
-the number of rows: a table of 100M rows is summarised in the same few megabytes as one of 1,000.
+the number of rows: a table of 100M rows is summarised in the same few megabytes as one of 1,000, and a
+table of one batch gives what fitting on the whole table in memory gives, bit for bit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ DIGIT_BITS = 16  # order statistics narrow the candidates 16 bits of the key at 
 BUCKETS = 1 << DIGIT_BITS
 COLLECT = 1 << 22  # a bucket of at most this many candidates is collected and the value picked directly
 _SIGN = np.uint64(1 << 63)
+MISSING = "missing"  # the category a missing categorical value becomes (the preprocessor's imputers fill it)
 
 
 # --- keys: positions and order-preserving integers ----------------------------------------------------------
@@ -134,42 +135,43 @@ def select_keys(
 # --- numeric and categorical statistics --------------------------------------------------------------------
 
 
-def _mean_only():
-    from sklearn.preprocessing import StandardScaler
-
-    return StandardScaler(with_std=False)
-
-
 @dataclass
 class NumericSummary:
-    """One numeric column seen batch by batch: how many values are present and missing, their mean (scikit-learn's
-    StandardScaler.partial_fit, which skips NaN), and a histogram of their leading key bits for the exact median."""
+    """One numeric column seen batch by batch: how many values are present and missing, their mean (each
+    batch's as SimpleImputer computes it, merged by counts: a table of one batch gets the imputer's own mean),
+    and a histogram of their leading key bits for the exact median."""
 
     count: int = 0
     missing: int = 0
-    moments: Any = field(default_factory=_mean_only)
+    mean: float = 0.0  # 0 for a column without values, as SimpleImputer with keep_empty_features=True
     digits: np.ndarray = field(default_factory=lambda: np.zeros(BUCKETS, dtype=np.int64))
 
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray, mean: float | None = None) -> None:
+        """Add a batch's values; `mean`: their mean as the imputer computes it (column_means), if wanted."""
         values = np.asarray(values, dtype=np.float64)
         missing = np.isnan(values)
         self.missing += int(missing.sum())
         present = values[~missing]
         if not len(present):
-            return  # partial_fit on a batch without a value would make the mean NaN for good
-        self.moments.partial_fit(values.reshape(-1, 1))
+            return
+        if mean is not None:
+            self.mean = (
+                mean if not self.count else self.mean + (mean - self.mean) * len(present) / (self.count + len(present))
+            )
         self.count += len(present)
         self.digits += top_digits(float_keys(present))
-
-    @property
-    def mean(self) -> float:
-        """The mean of the present values (as SimpleImputer's mean; 0 for a column without values, as
-        SimpleImputer(keep_empty_features=True))."""
-        return float(self.moments.mean_[0]) if self.count else 0.0
 
     def median_ranks(self) -> list[int]:
         """The ranks whose values np.median averages (one rank for an odd count)."""
         return sorted({(self.count - 1) // 2, self.count // 2}) if self.count else []
+
+
+def column_means(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Each column's mean of its present values, computed by the imputer the preprocessor fits."""
+    from sklearn.impute import SimpleImputer
+
+    means = SimpleImputer(strategy="mean", keep_empty_features=True).fit(frame[columns]).statistics_
+    return {name: float(value) for name, value in zip(columns, means, strict=True)}
 
 
 def exact_medians(
@@ -201,10 +203,10 @@ def exact_medians(
 
 def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[str, dict[str, int]]) -> None:
     """Add each categorical column's value counts to `counts`, missing values as the preprocessor imputes
-    them (the string "missing")."""
+    them (MISSING)."""
     for name in columns:
         column = frame[name].astype(object)
-        values = column.where(column.notna(), "missing")
+        values = column.where(column.notna(), MISSING)
         target = counts.setdefault(name, {})
         for value, n in values.value_counts(sort=False).items():
             target[value] = target.get(value, 0) + int(n)
@@ -214,56 +216,67 @@ def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[s
 
 
 def statistics_frame(
-    numeric: dict[str, float], categories: dict[str, dict[str, int]], min_frequency: int
+    template: pd.DataFrame, numeric: dict[str, float], categories: dict[str, dict[str, int]], min_frequency: int
 ) -> pd.DataFrame:
-    """A small frame on which fitting the preprocessor learns what fitting it on the whole table would: each
-    numeric column holds its fill (then NaN), so the imputer's mean or median is that fill exactly; each
-    categorical column holds its frequent categories (a count >= min_frequency) at least min_frequency times
-    each. The encoder is given every category explicitly (fit_from_statistics): a category absent here has a
-    count of 0, below min_frequency, so the frequent and infrequent ones are those of the table."""
-    frequent = {c: sorted(v for v, n in counts.items() if n >= min_frequency) for c, counts in categories.items()}
-    rows = max([min_frequency * len(values) for values in frequent.values()] + [1])
-    columns: dict[str, np.ndarray] = {}
-    for name, fill in numeric.items():
-        columns[name] = np.full(rows, np.nan)
-        columns[name][0] = fill
-    for name, values in frequent.items():
-        if not values:  # every category is infrequent: pad with a value that is none of them (ignored by the fit)
-            values = [_unseen(categories[name])]
-        columns[name] = np.resize(np.array(values, dtype=object), rows)  # cycles: each >= min_frequency times
+    """A small frame on which fitting the preprocessor learns what fitting it on the whole table would, with
+    the table's columns (`template`: its columns and types, no rows): each numeric column holds its fill (then
+    NaN), so the imputer's mean or median is that fill exactly; each categorical column holds each category
+    as often as the table does, up to min_frequency times, so the encoder finds the same categories and the
+    same infrequent ones. A shorter column is padded with its first frequent category (a column without one
+    holds every row of the table, so it is the longest); the other columns hold placeholders the preprocessor
+    drops."""
+    listed = {}
+    for name, counts in categories.items():
+        values = sorted(counts)
+        # Missing values stay missing (NaN, as read from parquet), so that the imputer fills them with the very
+        # object it fills the table's with: the fitted encoder's pickle then shares that object as the table's does.
+        spelled = np.array([np.nan if v == MISSING else v for v in values], dtype=object)
+        listed[name] = np.repeat(spelled, [min(counts[v], min_frequency) for v in values])
+    rows = max([len(values) for values in listed.values()] + [1])
+    columns: dict[str, object] = {}
+    for name in template.columns:
+        dtype = template[name].dtype
+        if name in numeric:
+            columns[name] = np.full(rows, np.nan)
+            columns[name][0] = numeric[name]
+        elif name in listed:
+            values, counts = listed[name], categories[name]
+            if len(values) < rows:
+                pad = next(v for v in sorted(counts) if counts[v] >= min_frequency)
+                pad = np.nan if pad == MISSING else pad
+                values = np.concatenate([values, np.full(rows - len(values), pad, dtype=object)])
+            columns[name] = values
+        elif pd.api.types.is_numeric_dtype(dtype):
+            columns[name] = pd.Series(np.zeros(rows), dtype=dtype)
+        else:
+            columns[name] = pd.Series([""] * rows, dtype=dtype)
     return pd.DataFrame(columns)
-
-
-def _unseen(values) -> str:
-    filler = "\x00unseen"
-    while filler in values:
-        filler += "\x00"
-    return filler
 
 
 def fit_from_statistics(
     preprocessor,
+    template: pd.DataFrame,
     fills: dict[str, float],
     categories: dict[str, dict[str, int]],
     read: Callable[[], Iterable[pd.DataFrame]],
 ):
     """`preprocessor` (unfitted, from churn.core.features.build_preprocessor) fitted as if on the whole table,
     through scikit-learn's public API only: fitted on `statistics_frame` (each numeric column's fill: the
-    median or mean of the table; each categorical column's categories with their counts, given to the encoder
-    explicitly), then its scaler, if any, refitted with StandardScaler.partial_fit on the imputed batches that
-    `read()` yields (a table of one batch: StandardScaler.fit, exactly as on the whole table)."""
+    median or mean of the table; each categorical column's categories with their counts up to min_frequency),
+    then its scaler, if any, refitted on the imputed batches that `read()` yields (StandardScaler.fit on the
+    first, partial_fit on the others: a table of one batch is scaled exactly as when fitted whole)."""
     parts = {name: list(columns) for name, _, columns in preprocessor.transformers}
     numeric = parts.get("num", [])
     categorical = parts.get("cat", [])
+    min_frequency = 1
     if categorical:
         encoder = preprocessor.get_params()["cat__onehot"]
         if not isinstance(encoder.min_frequency, int) or encoder.max_categories is not None:
             raise ValueError("fit_from_statistics needs an integer min_frequency and no max_categories")
-        preprocessor.set_params(cat__onehot__categories=[sorted(categories[c]) for c in categorical])
         min_frequency = encoder.min_frequency
-    else:
-        min_frequency = 1
-    sample = statistics_frame({c: fills[c] for c in numeric}, {c: categories[c] for c in categorical}, min_frequency)
+    sample = statistics_frame(
+        template, {c: fills[c] for c in numeric}, {c: categories[c] for c in categorical}, min_frequency
+    )
     preprocessor.fit(sample)
     steps = preprocessor.named_transformers_["num"].named_steps if numeric else {}
     if "scale" in steps:
@@ -333,19 +346,35 @@ class ScoreCounts:
         )
 
 
-def confusion_rows(matrix: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """(actual, predicted) rows for DVC's confusion template: one per test example up to `limit` examples;
-    past that, `limit` rows in the same proportions (largest remainders), since the template draws rows."""
-    counts = np.asarray(matrix, dtype=np.int64).ravel()
-    total = int(counts.sum())
-    if total > limit:
-        exact = counts * limit / total
+class ConfusionRows:
+    """(actual, predicted) rows for DVC's confusion template, which draws one mark per row: one per test
+    example in the split's order up to `limit` examples (kept as batches arrive); past that, `limit` rows in
+    the confusion matrix's proportions (largest remainders), grouped by cell."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.seen = limit, 0
+        self._pairs: list[np.ndarray] | None = []
+
+    def update(self, actual: np.ndarray, predicted: np.ndarray) -> None:
+        self.seen += len(actual)
+        if self._pairs is None:
+            return
+        if self.seen > self.limit:
+            self._pairs = None  # past the limit: the proportions, from the matrix
+            return
+        self._pairs.append(np.column_stack([actual, predicted]).astype(np.int64))
+
+    def rows(self, matrix: np.ndarray) -> list[tuple[int, int]]:
+        if self._pairs is not None:
+            pairs = np.concatenate(self._pairs) if self._pairs else np.empty((0, 2), np.int64)
+            return [(int(a), int(p)) for a, p in pairs.tolist()]
+        counts = np.asarray(matrix, dtype=np.int64).ravel()
+        exact = counts * self.limit / int(counts.sum())
         scaled = np.floor(exact).astype(np.int64)
-        for index in np.argsort(-(exact - scaled), kind="stable")[: limit - int(scaled.sum())]:
+        for index in np.argsort(-(exact - scaled), kind="stable")[: self.limit - int(scaled.sum())]:
             scaled[index] += 1
-        counts = scaled
-    cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    return [cell for cell, n in zip(cells, counts.tolist(), strict=True) for _ in range(n)]
+        cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        return [cell for cell, n in zip(cells, scaled.tolist(), strict=True) for _ in range(n)]
 
 
 class SeenKeys:

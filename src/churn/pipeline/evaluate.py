@@ -1,7 +1,10 @@
-"""evaluate: score the held-out split; write metrics, plot data, figures and a classification report.
+"""evaluate: score the held-out split batch by batch (a split smaller than resources.batch_rows is one batch)
+into counts of distinct (score, label) pairs, from which the metrics and the ROC and precision-recall curves are
+exact (the counts are the sample weights); write metrics, plot data, figures and a classification report.
 
 in: models/model.pkl, models/preprocessor.pkl, data/features/test.parquet
-out: reports/metrics.json, reports/plots/*, reports/figures/*, reports/*.json | params: evaluate, data.target
+out: reports/metrics.json, reports/plots/*, reports/figures/*, reports/*.json
+params: evaluate, data.target, data.positive_label, resources.batch_rows
 """
 
 from __future__ import annotations
@@ -11,40 +14,44 @@ from pathlib import Path
 from churn.config import Params
 from churn.core import evaluation, plots
 from churn.core.features import raw_feature_importance
+from churn.core.streaming import ConfusionRows, ScoreCounts
 from churn.pipeline import entry
-from churn.pipeline import paths as p
-from churn.pipeline.batches import stored_rows, streams
-from churn.pipeline.files import StagedOutputs, read_parquet, read_pickle, write_csv_rows, write_figure, write_json
+from churn.storage import paths as p
+from churn.storage.outputs import StagedOutputs, read_pickle, write_csv_rows, write_figure, write_json
+from churn.storage.parquet import iter_parquet
 from churn.tracking.runs import stage_run
+
+# DVC's confusion template draws one mark per row: past this many test rows the CSV holds this many rows in
+# the same proportions (the figure and reports/classification_report.json keep the exact counts).
+CONFUSION_ROWS = 100_000
 
 
 def run(params: Params) -> None:
-    if streams(stored_rows(p.FEATURES_TEST), params.resources):  # the large-data path
-        from churn.pipeline.large import evaluate
-
-        return evaluate.run(params)
-    target, label = params.data.target, params.data.positive_label
+    target, label, threshold = params.data.target, params.data.positive_label, params.evaluate.threshold
     inputs = [p.MODEL, p.PREPROCESSOR, p.FEATURES_TEST]
     with StagedOutputs("evaluate") as out, stage_run("evaluate", params.mlflow, inputs) as run:
         run.log_params({"evaluate": params.evaluate.model_dump()})
         model, preprocessor = read_pickle(p.MODEL), read_pickle(p.PREPROCESSOR)
-        test = read_parquet(p.FEATURES_TEST)
-        y_true = test[target].to_numpy()
-        proba = model.predict_proba(test.drop(columns=[target]).to_numpy())[:, 1]
-        y_pred = (proba >= params.evaluate.threshold).astype(int)
+        counts, confusion_rows = ScoreCounts(), ConfusionRows(CONFUSION_ROWS)
+        for frame in iter_parquet(p.FEATURES_TEST, params.resources.batch_rows):
+            actual = frame[target].to_numpy()
+            proba = model.predict_proba(frame.drop(columns=[target]).to_numpy())[:, 1]
+            counts.update(actual, proba)
+            confusion_rows.update(actual, (proba >= threshold).astype(int))
+        y_true, proba, weight = counts.arrays()
+        y_pred = (proba >= threshold).astype(int)
 
-        metrics = evaluation.classification_metrics(y_true, proba, params.evaluate.threshold)
-        roc, prc = evaluation.roc_points(y_true, proba), evaluation.pr_points(y_true, proba)
+        metrics = evaluation.classification_metrics(y_true, proba, threshold, sample_weight=weight)
+        roc = evaluation.roc_points(y_true, proba, sample_weight=weight)
+        prc = evaluation.pr_points(y_true, proba, sample_weight=weight)
+        matrix = evaluation.confusion(y_true, y_pred, sample_weight=weight)
         importance = raw_feature_importance(preprocessor, model)
-        rows = zip(y_true.tolist(), y_pred.tolist(), strict=True)  # one row per test example
-        report = evaluation.classification_report(y_true, y_pred, label)
-        matrix = evaluation.confusion(y_true, y_pred)
-        publish_evaluation(out, run, label, metrics, roc, prc, rows, report, importance, matrix)
+        report = evaluation.classification_report(y_true, y_pred, label, sample_weight=weight)
+        publish(out, run, label, metrics, roc, prc, confusion_rows.rows(matrix), report, importance, matrix)
 
 
-def publish_evaluation(out, run, label, metrics, roc, prc, confusion_rows, report, importance, matrix) -> None:
-    """Write evaluate's outputs (metrics, plot data, report, figures), log them to the run, publish them:
-    the same for the in-memory and the large-data path."""
+def publish(out, run, label, metrics, roc, prc, confusion_rows, report, importance, matrix) -> None:
+    """Write evaluate's outputs (metrics, plot data, report, figures), log them to the run, publish them."""
     staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
     write_json(metrics, staged[str(p.METRICS)])
     write_json({"roc": roc}, staged[str(p.ROC)])

@@ -1,41 +1,80 @@
-"""featurize: fit the preprocessing on the train split only and transform both splits.
+"""featurize: fit the preprocessing on the train split only, from statistics gathered batch by batch (a split
+smaller than resources.batch_rows is one batch, and gets what fitting on it whole gets, bit for bit), then
+transform both splits batch by batch. The exact median may take one more pass over the numeric columns, the
+scaler one more.
 
-in: data/prepared/*.parquet | out: data/features/*.parquet, models/preprocessor.pkl | params: data, featurize
+in: data/prepared/*.parquet | out: data/features/*.parquet, models/preprocessor.pkl
+params: data, featurize, resources.batch_rows
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from churn.config import Params
 from churn.core.features import build_preprocessor, transform
+from churn.core.streaming import NumericSummary, column_means, count_categories, exact_medians, fit_from_statistics
+from churn.errors import DataError
 from churn.pipeline import entry
-from churn.pipeline.batches import stored_rows, streams
-from churn.pipeline.files import StagedOutputs, read_parquet, write_parquet, write_pickle
-from churn.pipeline.paths import FEATURES_TEST as TEST
-from churn.pipeline.paths import FEATURES_TRAIN as TRAIN
-from churn.pipeline.paths import PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
+from churn.storage.outputs import StagedOutputs, write_pickle
+from churn.storage.parquet import BatchWriter, file_schema, iter_parquet
+from churn.storage.paths import FEATURES_TEST, FEATURES_TRAIN, PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
 from churn.tracking.runs import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def fit(params: Params, path: Path = PREPARED_TRAIN):
+    """The preprocessor fitted on the whole file at `path`, from statistics gathered batch by batch."""
+    data, batch_rows = params.data, params.resources.batch_rows
+    numerical = list(data.numerical)
+    means = params.featurize.numeric_impute == "mean"
+    numeric = {c: NumericSummary() for c in numerical}
+    categories: dict[str, dict[str, int]] = {}
+    rows = 0
+    for frame in iter_parquet(path, batch_rows, [*numerical, *data.categorical]):
+        rows += len(frame)
+        batch_means = column_means(frame, numerical) if means and numerical else {}
+        for name, summary in numeric.items():
+            summary.update(frame[name].to_numpy(), batch_means.get(name))
+        count_categories(frame, data.categorical, categories)
+    if not rows:
+        raise DataError(str(path), "no rows; run prepare first (dvc repro)")
+
+    def numeric_batches():
+        return iter_parquet(path, batch_rows, numerical)
+
+    if means:
+        fills = {name: summary.mean for name, summary in numeric.items()}
+    else:
+        fills = exact_medians(numeric, numeric_batches)
+    template = file_schema(path).empty_table().to_pandas()  # the split's columns and types: what the fit sees
+    return fit_from_statistics(build_preprocessor(data, params.featurize), template, fills, categories, numeric_batches)
+
+
+def transform_file(preprocessor, source: Path, dest: Path, target: str, batch_rows: int) -> int:
+    """Transform `source` into `dest` batch by batch; returns the number of feature columns."""
+    width = 0
+    with BatchWriter(dest) as writer:
+        for frame in iter_parquet(source, batch_rows):
+            features = transform(preprocessor, frame)
+            width = features.shape[1]
+            writer.write(features.assign(**{target: frame[target].to_numpy()}))
+    return width
 
 
 def run(params: Params) -> None:
-    if streams(stored_rows(PREPARED_TRAIN, PREPARED_TEST), params.resources):  # the large-data path
-        from churn.pipeline.large import featurize
-
-        return featurize.run(params)
-    data = params.data
+    target, batch_rows = params.data.target, params.resources.batch_rows
     with StagedOutputs("featurize") as out:
         with stage_run("featurize", params.mlflow, [PREPARED_TRAIN, PREPARED_TEST]) as run:
             run.log_params({"featurize": params.featurize.model_dump()})
-            train = read_parquet(PREPARED_TRAIN)
-            test = read_parquet(PREPARED_TEST)
-            preprocessor = build_preprocessor(data, params.featurize).fit(train)
-            features_train = transform(preprocessor, train).assign(**{data.target: train[data.target].to_numpy()})
-            features_test = transform(preprocessor, test).assign(**{data.target: test[data.target].to_numpy()})
-
-            staged = {str(p): out.path(p) for p in (TRAIN, TEST, PREPROCESSOR)}
-            write_parquet(features_train, staged[str(TRAIN)])
-            write_parquet(features_test, staged[str(TEST)])
+            preprocessor = fit(params)
+            staged = {str(p): out.path(p) for p in (FEATURES_TRAIN, FEATURES_TEST, PREPROCESSOR)}
+            width = transform_file(preprocessor, PREPARED_TRAIN, staged[str(FEATURES_TRAIN)], target, batch_rows)
+            transform_file(preprocessor, PREPARED_TEST, staged[str(FEATURES_TEST)], target, batch_rows)
             write_pickle(preprocessor, staged[str(PREPROCESSOR)])
-            run.log_metrics({"n_features": features_train.shape[1] - 1}, prefix="featurize.")
+            run.log_metrics({"n_features": width}, prefix="featurize.")
             run.log_artifact(staged[str(PREPROCESSOR)], "preprocessor")
             run.record_outputs(staged)
         out.publish()

@@ -14,8 +14,9 @@ from churn.config import Params
 from churn.core.models import inference_pipeline
 from churn.core.quality import labels_of
 from churn.pipeline import entry
-from churn.pipeline.files import StagedOutputs, read_json, read_parquet, read_pickle, write_json
-from churn.pipeline.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
+from churn.storage.outputs import StagedOutputs, read_json, read_pickle, write_json
+from churn.storage.parquet import read_parquet
+from churn.storage.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
 from churn.timing import phase
 from churn.tracking.models import (
     TEST_DATASET,

@@ -1,18 +1,19 @@
 """train: build the model family named by model.type, cross-validate it on the train split, fit it.
 
 in: data/prepared/train.parquet, data/features/train.parquet, models/preprocessor.pkl
-out: models/model.pkl, reports/cv_metrics.json | params: model, train, data.target, evaluate.threshold
+out: models/model.pkl, reports/cv_metrics.json | params: model, train, data.target, evaluate.threshold,
+resources (in memory, from external memory or on a Dask cluster: mode(), churn.pipeline.scale)
 """
 
 from __future__ import annotations
 
 from churn.config import Params
 from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
-from churn.errors import DataError
-from churn.pipeline import entry
-from churn.pipeline.batches import stored_rows
-from churn.pipeline.files import StagedOutputs, read_parquet, read_pickle, write_json, write_pickle
-from churn.pipeline.paths import CV_METRICS, FEATURES_TRAIN, MODEL, PREPARED_TRAIN, PREPROCESSOR
+from churn.errors import ChurnError, DataError
+from churn.pipeline import entry, scale
+from churn.storage.outputs import StagedOutputs, read_pickle, write_json, write_pickle
+from churn.storage.parquet import parquet_rows, read_parquet
+from churn.storage.paths import CV_METRICS, FEATURES_TRAIN, MODEL, PREPARED_TRAIN, PREPROCESSOR
 from churn.tracking.runs import stage_run
 
 
@@ -40,22 +41,30 @@ def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[d
     return folds, summarise_folds(folds)
 
 
-def large_path(params: Params):
-    """The large-data path's plan (a train split past resources.external_memory_rows, or xgboost with a Dask
-    scheduler configured), else None; imported only then."""
-    if stored_rows(FEATURES_TRAIN) <= params.resources.external_memory_rows and not (
-        params.model.type == "xgboost" and params.resources.scheduler()
-    ):
-        return None
-    from churn.pipeline.large import train
-
-    return train.plan(params, FEATURES_TRAIN)
+def mode(params: Params, rows: int) -> tuple[str, str]:
+    """How train fits a split of `rows` rows, the one rule: ("dask", address) for xgboost with a Dask scheduler
+    configured; else ("external", "") past resources.external_memory_rows rows (xgboost only: another family is
+    a one-line error); else ("memory", "")."""
+    limit, family = params.resources.external_memory_rows, params.model.type
+    address = params.resources.scheduler() if family == "xgboost" else ""
+    if address:
+        return "dask", address
+    if rows <= limit:
+        return "memory", ""
+    if family != "xgboost":
+        raise ChurnError(
+            f"params.yaml: model.type {family} trains in memory and the train split has {rows:,} rows, "
+            f"past resources.external_memory_rows={limit:,}; use model.type xgboost (trains from external "
+            "memory), or raise resources.external_memory_rows if the split fits in memory"
+        )
+    return "external", ""
 
 
 def run(params: Params) -> None:
     target = params.data.target
     inputs = [PREPARED_TRAIN, FEATURES_TRAIN, PREPROCESSOR]
-    large = large_path(params)  # None on the default path
+    rows = parquet_rows(FEATURES_TRAIN)
+    how, address = mode(params, rows)
     with StagedOutputs("train") as out:
         with stage_run("train", params.mlflow, inputs) as run:
             run.log_params(
@@ -64,20 +73,22 @@ def run(params: Params) -> None:
                     "train": params.train.model_dump(),
                 }
             )
-            if large:
-                prepared_train = large.cv_frame(PREPARED_TRAIN)
+            if rows > params.resources.external_memory_rows:  # cross-validation on a sample (scale.py says why)
+                prepared_train = scale.stratified_sample(params, PREPARED_TRAIN, params.resources.cv_sample_rows)
             else:
                 prepared_train = read_parquet(PREPARED_TRAIN)
-                features_train = read_parquet(FEATURES_TRAIN)
             preprocessor = read_pickle(PREPROCESSOR)
 
             folds, summary = cross_validate(params, prepared_train, preprocessor)
             run.log_steps(folds, prefix="fold_")
             run.log_metrics(summary, prefix="cv_")
 
-            if large:
-                model = large.fit(FEATURES_TRAIN, out.root)
+            if how == "dask":
+                model = scale.fit_dask(params, FEATURES_TRAIN, address)
+            elif how == "external":
+                model = scale.fit_external(params, FEATURES_TRAIN, out.root / "xgboost-cache")
             else:
+                features_train = read_parquet(FEATURES_TRAIN)
                 model = build_model(params.model, params.train.seed, params.train.n_jobs)
                 with single_threaded_blas():
                     model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())

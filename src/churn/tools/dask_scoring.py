@@ -33,7 +33,7 @@ class DaskScorer:
         import dask.dataframe as dd
         from xgboost import dask as dxgb
 
-        from churn.pipeline.large.dask import client
+        from churn.storage.dask import client
 
         preprocessor = self.pipeline.named_steps["preprocess"]
         booster = self.pipeline.named_steps["model"].get_booster()

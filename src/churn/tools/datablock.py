@@ -20,7 +20,6 @@ cache and in git history). Nothing is committed: the command prints the `git add
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import logging
 import re
@@ -33,6 +32,7 @@ import pandas as pd
 
 from churn.core.schema import BLANK
 from churn.errors import ChurnError, DataError
+from churn.storage.csv_reader import guess_separator, read_csv
 from churn.system import atomic_path, dvc, file_md5, first_line, git
 
 log = logging.getLogger(__name__)
@@ -112,30 +112,18 @@ def read_header(path: Path, encoding: str = "utf-8") -> str:
 
 
 def read_table(path: Path, encoding: str = "utf-8", separator: str | None = None) -> pd.DataFrame:
-    """Every cell as text, as the pipeline reads the raw table (separator: the header's, unless given); a file
+    """Every cell as text, read by the pipeline's CSV reader (separator: the header's, unless given); a file
     it could not read is one line."""
     separator = separator or sniff_separator(read_header(path, encoding))
-    try:
-        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=encoding)
-    except (pd.errors.ParserError, UnicodeError) as exc:
-        raise DataError(str(path), f"not a readable CSV ({first_line(exc)})") from None
-    if frame.empty:
-        raise DataError(str(path), "no data rows below the header")
-    mangled = [c for c in frame.columns if re.fullmatch(r".+\.[0-9]+", c) and c.rsplit(".", 1)[0] in frame.columns]
-    if mangled:
-        raise DataError(str(path), f"column {mangled[0].rsplit('.', 1)[0]!r} appears twice in the header")
-    return frame
+    return read_csv(path, encoding, separator)
 
 
 def sniff_separator(header: str) -> str:
     """The header's field separator (data.separator): a comma unless the header has none and another
-    separator is plain."""
+    separator splits it."""
     if "," in header:
         return ","
-    try:
-        return csv.Sniffer().sniff(header, delimiters=";\t|").delimiter
-    except csv.Error:
-        return ","  # one column, or a separator nobody would guess: read as CSV and let the roles show it
+    return guess_separator(header.rstrip("\r\n")) or ","  # one column: read as CSV and let the roles show it
 
 
 # --- the roles --------------------------------------------------------------------------------------------------
@@ -359,7 +347,7 @@ def switch(csv_path: Path, frame: pd.DataFrame, proposal: Proposal, root: Path) 
     """Make the proposal for the table `frame` (read from `csv_path`) the project's data, DVC included;
     returns the paths to `git add`."""
     from churn.config import DataParams
-    from churn.core.schema import validate_and_clean
+    from churn.core.schema import clean_table
 
     params_path = root / "params.yaml"
     if not params_path.exists():
@@ -369,7 +357,7 @@ def switch(csv_path: Path, frame: pd.DataFrame, proposal: Proposal, root: Path) 
     text = params_path.read_text()
     new_text = rewrite_data_block(text, block, str(params_path.relative_to(root)))
     # The cleaning prepare runs: a column the proposal got wrong fails here, before anything changed.
-    validate_and_clean(frame, DataParams(**block), str(csv_path))
+    clean_table(frame, DataParams(**block), str(csv_path))
     old = _current_raw_path(params_path)
     old_pointer = _check_old_pointer(root, Path(old)) if old and Path(old) != raw_path else None
 

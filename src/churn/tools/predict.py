@@ -54,13 +54,13 @@ def _format(path: Path) -> str:
 def read_table(path: Path, encoding: str = "utf-8", separator: str = ",") -> pd.DataFrame:
     """A CSV (every column as text, so ids keep leading zeros; read as prepare reads the raw table) or a
     parquet file; a file without rows is an error."""
-    from churn.pipeline.files import read_csv_text
+    from churn.storage.csv_reader import read_csv
 
     kind = _format(path)
     if not path.exists():
         raise DataError(str(path), "file not found")
     if kind == "csv":
-        frame = read_csv_text(path, encoding, separator)
+        frame = read_csv(path, encoding, separator)
     else:
         try:
             frame = pd.read_parquet(path, engine="pyarrow")
@@ -93,13 +93,16 @@ def check_columns(frame: pd.DataFrame, required: list[str], source: str, what: s
 @dataclass(frozen=True)
 class Scoring:
     """What turns a model's probabilities into output columns: the input columns, the target's name, its
-    labels (negative, positive) as the training table spells them and the threshold of the positive one."""
+    labels (negative, positive) as the training table spells them and the threshold of the positive one; and
+    how a CSV to score is read (params data.encoding, data.separator)."""
 
     numerical: list[str]
     categorical: list[str]
     target: str
     labels: tuple[object, object]
     threshold: float
+    encoding: str = "utf-8"
+    separator: str = ","
 
     @property
     def required(self) -> list[str]:
@@ -124,6 +127,8 @@ def scoring_of(model, params: Params, threshold: float | None = None) -> Scoring
         target=metadata.get("target", params.data.target),
         labels=spelled(metadata["labels"]) if len(metadata.get("labels") or []) == 2 else (0, 1),
         threshold=threshold if threshold is not None else metadata.get("threshold", params.evaluate.threshold),
+        encoding=params.data.encoding,
+        separator=params.data.separator,
     )
 
 

@@ -53,7 +53,7 @@ def cli_settings(name: str | None) -> tuple[str, str, str]:
     return name, "roc_auc", ""
 
 
-DECISION = "reports/register.json"  # the register stage's output (churn.pipeline.paths.DECISION)
+DECISION = "reports/register.json"  # the register stage's output (churn.storage.paths.DECISION)
 
 
 def sync(client, name: str, decision_path: str = DECISION) -> str:

@@ -182,8 +182,9 @@ def place_raw_data(repo: Path, tree: Path, source: Source, env: dict[str, str]) 
 def rebuilt_predictions(tree: Path, columns: list[str]):
     """The rebuilt held-out split's feature columns and the rebuilt pipeline's probabilities on them."""
     from churn.core.models import inference_pipeline
-    from churn.pipeline.files import read_parquet, read_pickle
-    from churn.pipeline.paths import MODEL, PREPARED_TEST, PREPROCESSOR
+    from churn.storage.outputs import read_pickle
+    from churn.storage.parquet import read_parquet
+    from churn.storage.paths import MODEL, PREPARED_TEST, PREPROCESSOR
 
     features = read_parquet(tree / PREPARED_TEST)[columns]
     pipeline = inference_pipeline(read_pickle(tree / PREPROCESSOR), read_pickle(tree / MODEL))
@@ -244,8 +245,8 @@ def reproduce(repo: Path, name: str, ref: str, configured_uri: str = "", keep: b
 
 
 def _compare_hash(tree: Path, version) -> None:
-    from churn.pipeline.files import read_json
-    from churn.pipeline.paths import DECISION
+    from churn.storage.outputs import read_json
+    from churn.storage.paths import DECISION
     from churn.tracking.registry import HASH_TAG
 
     decision = tree / DECISION

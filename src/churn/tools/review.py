@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from churn.errors import ChurnError
-from churn.pipeline import paths
+from churn.storage import paths
 from churn.system import atomic_path, dvc, first_line, git
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -105,26 +104,34 @@ def parse_json(body: bytes) -> pd.DataFrame:
     return _split_frame(payload[keys[0]]) if keys[0] == "dataframe_split" else _records_frame(payload[keys[0]])
 
 
-def parse_csv(body: bytes) -> pd.DataFrame:
-    """The table of a CSV request body (every cell as text, as churn.tools.predict reads a file)."""
+def parse_csv(body: bytes, scoring: Scoring) -> pd.DataFrame:
+    """The table of a CSV request body, read as churn.tools.predict reads a file (every cell as text, in
+    params data.encoding with data.separator)."""
+    from churn.storage.csv_reader import read_csv
+
     if not body.strip():
         raise RequestError(400, f"request body is empty; expected {EXPECTED}")
     try:
-        return pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False, encoding="utf-8", engine="pyarrow")
-    except UnicodeDecodeError:
-        raise RequestError(400, "request body is not UTF-8 text") from None
-    except (ValueError, pd.errors.EmptyDataError) as exc:  # pandas' ParserError is a ValueError
-        raise RequestError(400, f"request body is not a readable CSV ({first_line(exc)[:200]})") from None
+        return read_csv(body, scoring.encoding, scoring.separator)
+    except DataError as exc:
+        raise RequestError(400, str(exc)) from None
 
 
-def parse(body: bytes, content_type: str) -> pd.DataFrame:
-    """The request's table, by Content-Type (charset, if given, must be utf-8)."""
+def parse(body: bytes, content_type: str, scoring: Scoring) -> pd.DataFrame:
+    """The request's table, by Content-Type (charset, if given: utf-8 for JSON, data.encoding for a CSV)."""
+    import codecs
+
     mime, *parameters = [part.strip() for part in content_type.split(";")]
-    charset = dict(p.partition("=")[::2] for p in parameters).get("charset", "utf-8").strip('"').lower()
-    if mime.lower() not in (JSON, CSV) or charset not in ("utf-8", "utf8"):
+    charset = dict(p.partition("=")[::2] for p in parameters).get("charset", "").strip('"').lower()
+    expected = scoring.encoding if mime.lower() == CSV else "utf-8"
+    try:
+        readable = not charset or codecs.lookup(charset).name == codecs.lookup(expected).name
+    except LookupError:
+        readable = False
+    if mime.lower() not in (JSON, CSV) or not readable:
         shown = content_type or "none"
         raise RequestError(415, f"Content-Type {shown!r} is not supported; send {EXPECTED}", "UNSUPPORTED_MEDIA_TYPE")
-    return parse_json(body) if mime.lower() == JSON else parse_csv(body)
+    return parse_json(body) if mime.lower() == JSON else parse_csv(body, scoring)
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ class App:
             from mlflow.version import VERSION
 
             return 200, {"mlflow": VERSION, "model": self.model_uri}
-        frame = parse(body, headers.get("content-type", ""))
+        frame = parse(body, headers.get("content-type", ""), self.scoring)
         return 200, {"predictions": await asyncio.to_thread(predictions, frame, self.model, self.scoring)}
 
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:

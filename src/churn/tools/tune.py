@@ -848,9 +848,10 @@ def apply_best(path: Path) -> str:
 
 def load_inputs(params: Params) -> tuple[pd.DataFrame, Any, str]:
     """The prepared train split and the preprocessor, as the train stage reads them, and their joint md5."""
-    from churn.pipeline.files import read_parquet, read_pickle
-    from churn.pipeline.paths import PREPARED_TRAIN as TRAIN
-    from churn.pipeline.paths import PREPROCESSOR
+    from churn.storage.outputs import read_pickle
+    from churn.storage.parquet import read_parquet
+    from churn.storage.paths import PREPARED_TRAIN as TRAIN
+    from churn.storage.paths import PREPROCESSOR
     from churn.system import combined_md5
 
     for path in (TRAIN, PREPROCESSOR):

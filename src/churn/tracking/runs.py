@@ -607,25 +607,26 @@ SCHEMA_ROWS = 1000
 
 def log_datasets(run: StageRun, datasets: list[tuple]) -> None:
     """Log tables as MLflow dataset inputs of `run` (sent with its records, in one call): (frame, name, context,
-    source, digest, target column or None).
+    source, digest, target column or None, rows). `frame` may be the table's first rows only (a stage that
+    reads it in batches); `rows` is the whole table's row count, which the dataset's profile reports.
 
     The digest is the file's md5 as dvc.lock records it (`<path>@md5:<md5>` is the source), and column types
     are inferred from the first rows: MLflow's own digest and schema inference look at every value of every
     text column in Python (0.5 s at 20k rows, growing with the data). Whether a column may be missing is
-    still decided on all rows."""
+    decided on all the rows of `frame`."""
     import warnings
 
     with warnings.catch_warnings(), phase("logging"):
         warnings.simplefilter("ignore", UserWarning)  # the integer-schema hint: the target is 0/1 by design
         run.log_inputs(
             [
-                dataset_input(frame, name, context, f"{source}@md5:{digest}", digest, targets)
-                for frame, name, context, source, digest, targets in datasets
+                dataset_input(frame, name, context, f"{source}@md5:{digest}", digest, targets, rows)
+                for frame, name, context, source, digest, targets, rows in datasets
             ]
         )
 
 
-def dataset_input(frame, name: str, context: str, source: str, digest: str, targets: str | None):
+def dataset_input(frame, name: str, context: str, source: str, digest: str, targets: str | None, rows: int):
     """An mlflow.entities.DatasetInput for a table, as `mlflow.log_input(dataset, context=...)` makes it."""
     from functools import cached_property
 
@@ -642,6 +643,10 @@ def dataset_input(frame, name: str, context: str, source: str, digest: str, targ
             inferred = infer_signature(self.df.head(SCHEMA_ROWS)).inputs
             missing = self.df.isna().any()
             return Schema([ColSpec(col.type, col.name, required=not missing[col.name]) for col in inferred.inputs])
+
+        @property
+        def profile(self) -> dict:
+            return {"num_rows": rows, "num_elements": rows * self.df.shape[1]}
 
     dataset = SampledSchemaDataset(
         frame, source=resolve_dataset_source(source), targets=targets, name=name, digest=digest

@@ -1,11 +1,12 @@
-"""train past resources.external_memory_rows: xgboost from external memory, cross-validation on a stratified
-sample; and the choice of that path. The model is the XGBClassifier the default path trains (same class, same
+"""How train fits a model it cannot or should not hold in memory: xgboost from external memory (pages on disk)
+or on a Dask cluster; and the stratified sample cross-validation runs on past resources.external_memory_rows.
+train.mode() decides which, by one rule. The model is the XGBClassifier the in-memory fit makes (same class, same
 hyper-parameters), so register, evaluate and scoring take it as they take any other.
 
-Cross-validation at this size runs on a stratified sample of resources.cv_sample_rows train rows, in memory,
-with the default path's folds (the preprocessor refitted in each fold): five external-memory fits over 4/5
-of the split would cost four times the final fit, for a score whose standard error is already about 0.001 of
-ROC AUC at a 1M-row sample, while evaluate scores the final model exactly on the whole test split.
+Cross-validation past resources.external_memory_rows runs on a stratified sample of resources.cv_sample_rows
+train rows, in memory, with the same folds (the preprocessor refitted in each fold): five external-memory fits
+over 4/5 of the split would cost four times the final fit, for a score whose standard error is already about
+0.001 of ROC AUC at a 1M-row sample, while evaluate scores the final model exactly on the whole test split.
 """
 
 from __future__ import annotations
@@ -19,24 +20,9 @@ import pandas as pd
 from churn.config import Params
 from churn.core.models import build_model
 from churn.core.streaming import position_keys, select_keys, top_digits
-from churn.errors import ChurnError
-from churn.pipeline.batches import iter_parquet, parquet_rows
+from churn.storage.parquet import iter_parquet, parquet_rows
 
 log = logging.getLogger(__name__)
-
-
-def external(params: Params, rows: int) -> bool:
-    """Whether a train split of `rows` rows takes this path; a family without one is a one-line error."""
-    limit = params.resources.external_memory_rows
-    if rows <= limit:
-        return False
-    if params.model.type != "xgboost":
-        raise ChurnError(
-            f"params.yaml: model.type {params.model.type} trains in memory and the train split has {rows:,} rows, "
-            f"past resources.external_memory_rows={limit:,}; use model.type xgboost (trains from external "
-            "memory), or raise resources.external_memory_rows if the split fits in memory"
-        )
-    return True
 
 
 def stratified_sample(params: Params, path: Path, rows: int) -> pd.DataFrame:
@@ -84,12 +70,12 @@ def stratified_sample(params: Params, path: Path, rows: int) -> pd.DataFrame:
 
 
 def as_classifier(params: Params, booster):
-    """The XGBClassifier the default path would have produced, holding `booster`: loaded with the wrapper's
+    """The XGBClassifier the in-memory fit would have produced, holding `booster`: loaded with the wrapper's
     public load_model, which also reads a few hyper-parameters from the booster (objective, base_score, ...);
-    those are set back to the default path's, so that both models have the same get_params()."""
+    those are set back to the in-memory fit's, so that both models have the same get_params()."""
     model = build_model(params.model, params.train.seed, params.train.n_jobs)
     wanted = model.get_params()
-    booster.feature_names = None  # trained on numbered columns, as the default path's numpy input
+    booster.feature_names = None  # trained on numbered columns, as the in-memory fit's numpy input
     booster.feature_types = None
     model.load_model(booster.save_raw("ubj"))
     loaded = model.get_params()
@@ -132,38 +118,24 @@ def fit_external(params: Params, path: Path, cache: Path):
     return as_classifier(params, booster)
 
 
-class Plan:
-    """How train runs off the default path: on a Dask cluster (xgboost and a scheduler configured) and/or from
-    external memory (a train split past resources.external_memory_rows)."""
+def fit_dask(params: Params, path: str | Path, address: str):
+    """XGBClassifier trained with xgboost.dask on the cluster at `address`, from the parquet file `path`."""
+    import dask.dataframe as dd
+    import xgboost
+    from xgboost import dask as dxgb
 
-    def __init__(self, params: Params, rows: int) -> None:
-        self.params, self.rows = params, rows
-        self.external = external(params, rows)
-        self.address = params.resources.scheduler() if params.model.type == "xgboost" else ""
+    from churn.storage.dask import client, location
 
-    def cv_frame(self, path: Path) -> pd.DataFrame:
-        """The prepared rows cross-validation runs on: a stratified sample past the threshold, else all."""
-        if self.external:
-            return stratified_sample(self.params, path, self.params.resources.cv_sample_rows)
-        from churn.pipeline.files import read_parquet
-
-        return read_parquet(path)
-
-    def fit(self, path: Path, scratch: Path):
-        """The final model, trained on the featurized split at `path` (scratch: a folder for xgboost's pages)."""
-        if self.address:
-            from churn.pipeline.large import dask
-
-            return dask.fit(self.params, path, self.address)
-        return fit_external(self.params, path, scratch / "xgboost-cache")
-
-
-def plan(params: Params, features_train: Path) -> Plan | None:
-    """The Plan when train leaves the default path, else None (the default path: nothing here is used)."""
-    from churn.pipeline.batches import stored_rows
-
-    rows = stored_rows(features_train)
-    dask = params.model.type == "xgboost" and params.resources.scheduler()
-    if rows <= params.resources.external_memory_rows and not dask:
-        return None
-    return Plan(params, rows)
+    target = params.data.target
+    template = build_model(params.model, params.train.seed, params.train.n_jobs)
+    with client(address) as dask_client:
+        workers = len(dask_client.scheduler_info(n_workers=-1)["workers"])
+        frame = dd.read_parquet(location(path))
+        features = frame.drop(columns=[target]).astype("float32")
+        matrix = dxgb.DaskQuantileDMatrix(dask_client, features, frame[target])
+        log.info("xgboost.dask on %s (%d workers): %s", address, workers, location(path))
+        output = dxgb.train(
+            dask_client, template.get_xgb_params(), matrix, num_boost_round=template.get_num_boosting_rounds()
+        )
+    booster: xgboost.Booster = output["booster"]
+    return as_classifier(params, booster)
