@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 SEPARATORS = (",", ";", "\t", "|")  # what a header is tried with when the declared separator does not fit
 ENCODING_HINT = "latin-1 or cp1252 for most Western European files"
 PROGRESS_ROWS = 10_000_000  # log a progress line every this many rows
-WHOLE_BLOCK = 1 << 26  # Arrow's block size when the table is read whole (64 MiB of text per parse)
+# Arrow parses the text in blocks of this many bytes; a batch of rows is assembled from as many as it takes.
+# Measured on 2M rows (128 MB): 16 MiB blocks parse in 0.45 s, 64 MiB ones in 1.7 s (threads wait on one block).
+BLOCK = 1 << 24
 
 Source = Path | bytes  # a file, or a body already in memory (the serving app's request)
 
@@ -68,7 +70,7 @@ def iter_csv(
     try:  # Arrow parses the first block when it opens the file
         reader = pacsv.open_csv(
             pa.BufferReader(source) if isinstance(source, bytes) else str(source),
-            read_options=pacsv.ReadOptions(block_size=_block_size(source, batch_rows), encoding=encoding),
+            read_options=pacsv.ReadOptions(block_size=BLOCK, encoding=_arrow_encoding(encoding)),
             parse_options=pacsv.ParseOptions(delimiter=separator),
             convert_options=pacsv.ConvertOptions(
                 include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()), strings_can_be_null=False
@@ -135,22 +137,18 @@ def shown_separator(separator: str) -> str:
     return '"\\t"' if separator == "\t" else f'"{separator}"'
 
 
+def _arrow_encoding(encoding: str) -> str:
+    """Arrow's name for the encoding: "utf8" is read as is, any other name through a Python codec (several
+    times slower: "utf-8" too, so it is spelled as Arrow spells it)."""
+    return "utf8" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 def _size(source: Source) -> int:
     return len(source) if isinstance(source, bytes) else source.stat().st_size
 
 
 def _open(source: Source) -> BinaryIO:
     return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
-
-
-def _block_size(source: Source, batch_rows: int | None) -> int:
-    """Arrow's block size: about `batch_rows` rows of this file's text (at least 64 KiB, at most 1 GiB)."""
-    if batch_rows is None:
-        return int(min(max(_size(source), 1 << 16), WHOLE_BLOCK))
-    with _open(source) as handle:
-        sample = handle.read(1 << 20)
-    bytes_per_row = max(len(sample) / max(sample.count(b"\n"), 1), 8.0)
-    return int(min(max(batch_rows * bytes_per_row, 1 << 16), 1 << 30))
 
 
 def _header(source: Source, shown: str, encoding: str, separator: str) -> list[str]:
