@@ -1,10 +1,10 @@
-"""The large-data path end to end: `dvc repro` of the xgboost family on 10M and 100M generated rows.
+"""Large data end to end: `dvc repro` of the xgboost family on 10M and 100M generated rows.
 
     python -m bench.huge [--sizes 10000000,100000000] [--name NAME] [--keep]      (make bench BENCH_ARGS="--huge")
 
 Each size gets a fresh git + DVC repository under bench/work/ (the working tree's code and params.yaml, with
-model.type xgboost and resources.streaming_rows and external_memory_rows at 1M so that both
-sizes take the same, large-data path) whose DVC cache links files instead of copying them
+model.type xgboost and resources.external_memory_rows at 1M so that both sizes train xgboost from external
+memory) whose DVC cache links files instead of copying them
 (cache.type reflink,hardlink,copy). It records the raw table's generation, `dvc add`, then `dvc repro` with every
 stage's wall time and peak RSS (CHURN_TIMINGS), `dvc status` afterwards (DVC's hash cache), and the disk used;
 then time per row at the largest size against the smallest. Results: bench/results/<name>.json.
@@ -38,7 +38,7 @@ STAGES = ("prepare", "featurize", "train", "evaluate", "register")
 MEMORY_MAX_GIB = 24.0
 MEMORY_AIM_GIB = 8.0
 PER_ROW_MAX = 1.2
-LARGE_PATH = {"streaming_rows": 1_000_000, "external_memory_rows": 1_000_000}
+LARGE_PATH = {"external_memory_rows": 1_000_000}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 4 * 3600) -> tuple[float, str]:
