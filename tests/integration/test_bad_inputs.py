@@ -447,7 +447,9 @@ SERVE = {
     "records that are not objects": serve(
         b'{"dataframe_records": [[1, 2]]}', 400, "dataframe_records[0] must be an object"
     ),
-    "CSV header only": serve(",".join(COLUMNS).encode() + b"\n", 400, "no rows to score", content_type="text/csv"),
+    "CSV header only": serve(
+        ",".join(COLUMNS).encode() + b"\n", 400, "request body: no data rows below the header", content_type="text/csv"
+    ),
     "GET /invocations": serve(b"", 405, "/invocations takes POST, not GET", method="GET"),
     "unknown path": serve(split_body(), 404, "no such path '/predict'", path="/predict"),
 }

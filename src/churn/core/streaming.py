@@ -205,11 +205,11 @@ def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[s
     """Add each categorical column's value counts to `counts`, missing values as the preprocessor imputes
     them (MISSING)."""
     for name in columns:
-        column = frame[name].astype(object)
-        values = column.where(column.notna(), MISSING)
         target = counts.setdefault(name, {})
-        for value, n in values.value_counts(sort=False).items():
-            target[value] = target.get(value, 0) + int(n)
+        for value, n in frame[name].value_counts(dropna=False, sort=False).items():
+            if n:  # a categorical column counts its unused categories too, as 0
+                key = MISSING if pd.isna(value) else value
+                target[key] = target.get(key, 0) + int(n)
 
 
 # --- the fitted preprocessor from statistics ---------------------------------------------------------------

@@ -33,7 +33,7 @@ def fit(params: Params, path: Path = PREPARED_TRAIN):
     numeric = {c: NumericSummary() for c in numerical}
     categories: dict[str, dict[str, int]] = {}
     rows = 0
-    for frame in iter_parquet(path, batch_rows, [*numerical, *data.categorical]):
+    for frame in iter_parquet(path, batch_rows, [*numerical, *data.categorical], data.categorical):
         rows += len(frame)
         batch_means = column_means(frame, numerical) if means and numerical else {}
         for name, summary in numeric.items():
@@ -53,11 +53,11 @@ def fit(params: Params, path: Path = PREPARED_TRAIN):
     return fit_from_statistics(build_preprocessor(data, params.featurize), template, fills, categories, numeric_batches)
 
 
-def transform_file(preprocessor, source: Path, dest: Path, target: str, batch_rows: int) -> int:
+def transform_file(params: Params, preprocessor, source: Path, dest: Path) -> int:
     """Transform `source` into `dest` batch by batch; returns the number of feature columns."""
-    width = 0
+    width, target, categorical = 0, params.data.target, params.data.categorical
     with BatchWriter(dest) as writer:
-        for frame in iter_parquet(source, batch_rows):
+        for frame in iter_parquet(source, params.resources.batch_rows, categories=categorical):
             features = transform(preprocessor, frame)
             width = features.shape[1]
             writer.write(features.assign(**{target: frame[target].to_numpy()}))
@@ -65,14 +65,13 @@ def transform_file(preprocessor, source: Path, dest: Path, target: str, batch_ro
 
 
 def run(params: Params) -> None:
-    target, batch_rows = params.data.target, params.resources.batch_rows
     with StagedOutputs("featurize") as out:
         with stage_run("featurize", params.mlflow, [PREPARED_TRAIN, PREPARED_TEST]) as run:
             run.log_params({"featurize": params.featurize.model_dump()})
             preprocessor = fit(params)
             staged = {str(p): out.path(p) for p in (FEATURES_TRAIN, FEATURES_TEST, PREPROCESSOR)}
-            width = transform_file(preprocessor, PREPARED_TRAIN, staged[str(FEATURES_TRAIN)], target, batch_rows)
-            transform_file(preprocessor, PREPARED_TEST, staged[str(FEATURES_TEST)], target, batch_rows)
+            width = transform_file(params, preprocessor, PREPARED_TRAIN, staged[str(FEATURES_TRAIN)])
+            transform_file(params, preprocessor, PREPARED_TEST, staged[str(FEATURES_TEST)])
             write_pickle(preprocessor, staged[str(PREPROCESSOR)])
             run.log_metrics({"n_features": width}, prefix="featurize.")
             run.log_artifact(staged[str(PREPROCESSOR)], "preprocessor")

@@ -37,11 +37,15 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def iter_parquet(path: str | Path, batch_rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """The file's rows in order, `batch_rows` at a time (fewer for the last), as DataFrames."""
+def iter_parquet(
+    path: str | Path, batch_rows: int, columns: list[str] | None = None, categories: tuple[str, ...] | list[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """The file's rows in order, `batch_rows` at a time (fewer for the last), as DataFrames. `categories`: text
+    columns read as pandas categoricals (from parquet's dictionary pages, each distinct value made once): the
+    same values, which scikit-learn's encoders take several times faster than a column of strings."""
     if not Path(path).exists():
         raise DataError(str(path), MISSING)
-    handle = pq.ParquetFile(path)
+    handle = pq.ParquetFile(path, read_dictionary=list(categories) or None)
     done = 0
     for batch in handle.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
         frame = batch.to_pandas()
