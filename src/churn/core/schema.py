@@ -35,15 +35,25 @@ def _text(column: pd.Series) -> pa.Array:
     return pc.utf8_trim_whitespace(pc.fill_null(text, ""))
 
 
+def _floats(text: pa.Array, blank: pa.Array) -> pa.Array | None:
+    """The text as floats, `blank` cells missing; None when Arrow reads some other cell as no number."""
+    try:
+        return pc.cast(pc.if_else(blank, pa.scalar(None, pa.string()), text), pa.float64())
+    except pa.ArrowInvalid:
+        return None
+
+
 def to_numbers(column: pd.Series, name: str, source: str) -> pd.Series:
     """Floats from numbers or text (a blank is missing); any other text is a DataError naming its row."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return column.astype("float64")
     text = _text(column)
-    blank = pc.is_in(pc.utf8_lower(text), value_set=_BLANK)
-    try:
-        values = pc.cast(pc.if_else(blank, pa.scalar(None, pa.string()), text), pa.float64())
-    except pa.ArrowInvalid:  # some text is not a number: find the first such row
+    # Most columns hold numbers and empty cells only (a "nan" cell parses as NaN: missing, as BLANK has it).
+    values = _floats(text, pc.equal(text, ""))
+    if values is None:
+        blank = pc.is_in(pc.utf8_lower(text), value_set=_BLANK)
+        values = _floats(text, blank)
+    if values is None:  # some text is not a number: find the first such row
         parsed = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False), dtype=object), errors="coerce")
         bad = parsed.isna().to_numpy() & ~blank.to_numpy(zero_copy_only=False)
         if not bad.any():  # a spelling Arrow refuses and pandas reads (e.g. "1_000"): pandas' value
