@@ -39,7 +39,12 @@ Source = Path | bytes  # a file, or a body already in memory (the serving app's 
 
 
 def read_csv(
-    source: Source, encoding: str, separator: str, columns: list[str] | None = None, required_by: str = "", name=None
+    source: Source,
+    encoding: str,
+    separator: str,
+    columns: list[str] | None = None,
+    required_by: str = "",
+    name: str | None = None,
 ) -> pd.DataFrame:
     """Every cell of `columns` (default: all, in the header's order) as text, the whole table at once."""
     return next(iter_csv(source, encoding, separator, columns, None, required_by, name))
