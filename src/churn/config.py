@@ -254,9 +254,18 @@ class ModelParams(Block):
         return self.family_params(self.type).model_dump()
 
 
+class BootstrapParams(Block):
+    """Seeded percentile bootstrap intervals of the test metrics (churn.core.bootstrap)."""
+
+    resamples: Count
+    confidence: Fraction
+    seed: Seed
+
+
 class EvaluateParams(Block):
     threshold: Fraction
     primary_metric: Metric
+    bootstrap: BootstrapParams
 
 
 class Threshold(Block):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from churn.config import METRICS, Threshold, load_params
+from churn.core.bootstrap import CI_METRICS
 from churn.core.evaluation import MAX_CURVE_POINTS
 from churn.pipeline import evaluate, featurize, prepare, register, train
 from churn.storage.outputs import read_pickle
@@ -133,8 +134,12 @@ def test_train_writes_model_and_cv_metrics(pipeline):
 def test_evaluate_writes_metrics_and_plot_data(pipeline):
     reports = pipeline.root / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert set(metrics) == set(METRICS)
+    intervals = {f"{m}_ci_{end}" for m in CI_METRICS for end in ("low", "high")}
+    assert set(metrics) == set(METRICS) | intervals
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS if k != "log_loss")
+    for name in CI_METRICS:  # 70 test rows: wide intervals around the point estimate
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
+        assert metrics[f"{name}_ci_high"] - metrics[f"{name}_ci_low"] > 0.01, name
     assert metrics["roc_auc"] > 0.7  # the generated data has signal; a broken pipeline scores ~0.5
     roc = json.loads((reports / "plots" / "roc.json").read_text())["roc"]
     prc = json.loads((reports / "plots" / "prc.json").read_text())["prc"]
@@ -209,6 +214,7 @@ def test_parent_holds_the_test_metrics(pipeline):
     parent, _ = _parent_and_children(pipeline.first.runs)
     metrics = json.loads((pipeline.root / "reports" / "metrics.json").read_text())
     assert parent.data.metrics["test_roc_auc"] == metrics["roc_auc"]
+    assert parent.data.metrics["test_roc_auc_ci_low"] == metrics["roc_auc_ci_low"]
     assert parent.data.params["model.type"] == "logistic_regression"
 
 

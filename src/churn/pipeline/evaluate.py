@@ -1,6 +1,7 @@
 """evaluate: score the held-out split batch by batch (a split smaller than resources.batch_rows is one batch)
 into counts of distinct (score, label) pairs, from which the metrics and the ROC and precision-recall curves are
-exact (the counts are the sample weights); write metrics, plot data, figures and a classification report.
+exact (the counts are the sample weights), and bootstrap intervals of them by reweighting those pairs; write
+metrics, plot data, figures and a classification report.
 
 in: models/model.pkl, models/preprocessor.pkl, data/features/test.parquet
 out: reports/metrics.json, reports/plots/*, reports/figures/*, reports/*.json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from churn.config import Params
 from churn.core import evaluation, plots
+from churn.core.bootstrap import bootstrap_intervals
 from churn.core.features import raw_feature_importance
 from churn.core.streaming import ConfusionRows, ScoreCounts
 from churn.pipeline import entry
@@ -42,6 +44,8 @@ def run(params: Params) -> None:
         y_pred = (proba >= threshold).astype(int)
 
         metrics = evaluation.classification_metrics(y_true, proba, threshold, sample_weight=weight)
+        boot = params.evaluate.bootstrap
+        metrics |= bootstrap_intervals(y_true, proba, weight, threshold, boot.resamples, boot.confidence, boot.seed)
         roc = evaluation.roc_points(y_true, proba, sample_weight=weight)
         prc = evaluation.pr_points(y_true, proba, sample_weight=weight)
         matrix = evaluation.confusion(y_true, y_pred, sample_weight=weight)
