@@ -203,10 +203,14 @@ class FeaturizeParams(Block):
     min_category_frequency: Count
 
 
+CALIBRATIONS = ("none", "sigmoid", "isotonic")
+
+
 class TrainParams(Block):
     cv_folds: at_least(2)
     seed: Seed
     n_jobs: Count
+    calibration: _one_of(*CALIBRATIONS)  # scikit-learn's CalibratedClassifierCV on the train split's folds
 
 
 ClassWeight = expect(Literal["balanced"] | None, "null or balanced")

@@ -135,7 +135,8 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     reports = pipeline.root / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     intervals = {f"{m}_ci_{end}" for m in CI_METRICS for end in ("low", "high")}
-    assert set(metrics) == set(METRICS) | intervals
+    assert set(metrics) == set(METRICS) | intervals | {"ece"}
+    assert 0.0 <= metrics["ece"] < 0.5
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS if k != "log_loss")
     for name in CI_METRICS:  # 70 test rows: wide intervals around the point estimate
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
@@ -146,6 +147,9 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     for points in (roc, prc):
         assert 2 <= len(points) <= MAX_CURVE_POINTS
         assert all(math.isfinite(v) for p in points for v in p.values())
+    reliability = json.loads((reports / "plots" / "calibration.json").read_text())["calibration"]
+    assert sum(point["rows"] for point in reliability) == TEST_ROWS
+    assert all(0.0 <= point[k] <= 1.0 for point in reliability for k in ("predicted", "observed"))
     confusion = pd.read_csv(reports / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == TEST_ROWS
@@ -157,7 +161,7 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     assert sum(importance.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["confusion_matrix", "feature_importance", "roc", "precision_recall"])
+@pytest.mark.parametrize("name", ["confusion_matrix", "feature_importance", "roc", "precision_recall", "calibration"])
 def test_evaluate_figures_are_png(pipeline, name):
     path = pipeline.root / "reports" / "figures" / f"{name}.png"
     content = path.read_bytes()

@@ -107,6 +107,8 @@ def _set(raw: dict, dotted: str, value) -> None:
         ("train.cv_folds", 1),
         ("train.cv_folds", 0),
         ("train.n_jobs", True),
+        ("train.calibration", "platt"),
+        ("train.calibration", None),
         ("featurize.numeric_impute", "mode"),
         ("featurize.scale", "yes"),
         ("featurize.scale", 1),

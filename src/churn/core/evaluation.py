@@ -7,6 +7,7 @@ from sklearn import metrics as skm
 
 DIGITS = 6
 MAX_CURVE_POINTS = 400
+CALIBRATION_BINS = 10  # equal-width probability bins of the reliability curve and the ECE
 
 
 def classification_metrics(
@@ -90,3 +91,24 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray 
     """2x2 counts, rows = actual (0, 1), columns = predicted (0, 1)."""
     matrix = skm.confusion_matrix(y_true, y_pred, labels=[0, 1], sample_weight=sample_weight)
     return matrix if sample_weight is None else np.rint(matrix).astype(np.int64)
+
+
+def reliability(
+    y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None, bins: int = CALIBRATION_BINS
+) -> tuple[list[dict[str, float]], float]:
+    """The reliability curve (per non-empty equal-width probability bin: mean predicted probability, observed
+    churn rate, rows) and the expected calibration error: the rows' share-weighted mean of |observed - predicted|
+    over the bins."""
+    proba = np.asarray(proba, dtype=np.float64)
+    weight = np.ones(len(proba)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    at = np.minimum((proba * bins).astype(np.intp), bins - 1)
+    rows = np.bincount(at, weights=weight, minlength=bins)
+    present = rows > 0
+    predicted = np.bincount(at, weights=weight * proba, minlength=bins)[present] / rows[present]
+    observed = np.bincount(at, weights=weight * np.asarray(y_true), minlength=bins)[present] / rows[present]
+    ece = float(np.sum(rows[present] / rows.sum() * np.abs(observed - predicted)))
+    curve = [
+        {"predicted": round(float(p), DIGITS), "observed": round(float(o), DIGITS), "rows": round(float(n))}
+        for p, o, n in zip(predicted, observed, rows[present], strict=True)
+    ]
+    return curve, round(ece, DIGITS)

@@ -63,12 +63,19 @@ def raw_feature_of_outputs(preprocessor: ColumnTransformer) -> list[str]:
 
 
 def raw_feature_importance(preprocessor: ColumnTransformer, model) -> pd.Series:
-    """Importance per raw feature (summed over its encoded columns), normalised to sum to 1."""
-    if hasattr(model, "feature_importances_"):
-        weights = np.asarray(model.feature_importances_, dtype=float)
+    """Importance per raw feature (summed over its encoded columns), normalised to sum to 1. A calibrated
+    model (CalibratedClassifierCV) has one fitted model per calibration fold: their importances are averaged."""
+    if hasattr(model, "calibrated_classifiers_"):
+        weights = np.mean([_weights(c.estimator) for c in model.calibrated_classifiers_], axis=0)
     else:
-        weights = np.abs(np.asarray(model.coef_, dtype=float)).ravel()
+        weights = _weights(model)
     owners = raw_feature_of_outputs(preprocessor)
     series = pd.Series(weights, index=owners).groupby(level=0, sort=False).sum()
     total = series.sum()
     return (series / total if total > 0 else series).sort_values(ascending=False)
+
+
+def _weights(model) -> np.ndarray:
+    if hasattr(model, "feature_importances_"):
+        return np.asarray(model.feature_importances_, dtype=float)
+    return np.abs(np.asarray(model.coef_, dtype=float)).ravel()

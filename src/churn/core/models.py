@@ -32,6 +32,17 @@ def build_model(model: ModelParams, seed: int, n_jobs: int):
     raise ValueError(f"unknown model.type {model.type!r}")  # params validation already rejects this
 
 
+def calibrated(estimator, method: str, folds: int):
+    """`estimator` itself for method "none"; else scikit-learn's CalibratedClassifierCV around it ("sigmoid" or
+    "isotonic"), fitted on `folds` stratified folds (in order, no shuffling: nothing random) of whatever it is
+    fitted on, which is the train split only: each fold's model is calibrated on the rows it did not see."""
+    if method == "none":
+        return estimator
+    from sklearn.calibration import CalibratedClassifierCV
+
+    return CalibratedClassifierCV(estimator, method=method, cv=folds)
+
+
 def single_threaded_blas():
     """BLAS on one thread: these fits are too small to gain from more, and parallel `dvc queue` workers
     (or tuning workers) would oversubscribe the cores. The families' own n_jobs (train.n_jobs) still apply."""

@@ -48,18 +48,22 @@ def run(params: Params) -> None:
         metrics |= bootstrap_intervals(y_true, proba, weight, threshold, boot.resamples, boot.confidence, boot.seed)
         roc = evaluation.roc_points(y_true, proba, sample_weight=weight)
         prc = evaluation.pr_points(y_true, proba, sample_weight=weight)
+        calibration, metrics["ece"] = evaluation.reliability(y_true, proba, sample_weight=weight)
         matrix = evaluation.confusion(y_true, y_pred, sample_weight=weight)
         importance = raw_feature_importance(preprocessor, model)
         report = evaluation.classification_report(y_true, y_pred, label, sample_weight=weight)
-        publish(out, run, label, metrics, roc, prc, confusion_rows.rows(matrix), report, importance, matrix)
+        curves = {"roc": roc, "prc": prc, "calibration": calibration}
+        publish(out, run, label, metrics, curves, confusion_rows.rows(matrix), report, importance, matrix)
 
 
-def publish(out, run, label, metrics, roc, prc, confusion_rows, report, importance, matrix) -> None:
+def publish(out, run, label, metrics, curves, confusion_rows, report, importance, matrix) -> None:
     """Write evaluate's outputs (metrics, plot data, report, figures), log them to the run, publish them."""
     staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
     write_json(metrics, staged[str(p.METRICS)])
+    roc, prc, calibration = curves["roc"], curves["prc"], curves["calibration"]
     write_json({"roc": roc}, staged[str(p.ROC)])
     write_json({"prc": prc}, staged[str(p.PRC)])
+    write_json({"calibration": calibration}, staged[str(p.CALIBRATION)])
     write_csv_rows(["actual", "predicted"], confusion_rows, staged[str(p.CONFUSION)])  # DVC's confusion template
     write_json(report, staged[str(p.REPORT)])
     write_json({k: round(float(v), 6) for k, v in importance.items()}, staged[str(p.IMPORTANCE)])
@@ -69,6 +73,9 @@ def publish(out, run, label, metrics, roc, prc, confusion_rows, report, importan
         p.FIG_ROC: plots.curve_figure(roc, "fpr", "tpr", f"ROC (AUC {metrics['roc_auc']:.3f})", diagonal=True),
         p.FIG_PRC: plots.curve_figure(
             prc, "recall", "precision", f"Precision-recall (AP {metrics['pr_auc']:.3f})", diagonal=False
+        ),
+        p.FIG_CALIBRATION: plots.curve_figure(
+            calibration, "predicted", "observed", f"Reliability (ECE {metrics['ece']:.3f})", diagonal=True
         ),
     }
     for path, figure in figures.items():

@@ -8,7 +8,7 @@ resources (in memory, from external memory or on a Dask cluster: mode(), churn.p
 from __future__ import annotations
 
 from churn.config import Params
-from churn.core.models import build_model, iter_cv_folds, single_threaded_blas, summarise_folds
+from churn.core.models import build_model, calibrated, iter_cv_folds, single_threaded_blas, summarise_folds
 from churn.errors import ChurnError, DataError
 from churn.pipeline import entry, scale
 from churn.storage.outputs import StagedOutputs, read_pickle, write_json, write_pickle
@@ -26,7 +26,7 @@ def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[d
             str(PREPARED_TRAIN),
             f"smallest class has {smallest} rows in the train split; train.cv_folds={params.train.cv_folds} needs more",
         )
-    estimator = build_model(params.model, params.train.seed, params.train.n_jobs)
+    estimator = estimator_of(params)
     folds = list(
         iter_cv_folds(
             preprocessor,
@@ -39,6 +39,12 @@ def cross_validate(params: Params, prepared_train, preprocessor) -> tuple[list[d
         )
     )
     return folds, summarise_folds(folds)
+
+
+def estimator_of(params: Params):
+    """The unfitted estimator train fits in memory: model.type, calibrated as train.calibration says."""
+    model = build_model(params.model, params.train.seed, params.train.n_jobs)
+    return calibrated(model, params.train.calibration, params.train.cv_folds)
 
 
 def mode(params: Params, rows: int) -> tuple[str, str]:
@@ -65,6 +71,11 @@ def run(params: Params) -> None:
     inputs = [PREPARED_TRAIN, FEATURES_TRAIN, PREPROCESSOR]
     rows = parquet_rows(FEATURES_TRAIN)
     how, address = mode(params, rows)
+    if how != "memory" and params.train.calibration != "none":
+        raise ChurnError(
+            f"params.yaml: train.calibration {params.train.calibration} needs an in-memory fit and train fits "
+            f"{'on Dask' if how == 'dask' else 'from external memory'}; set train.calibration: none"
+        )
     with StagedOutputs("train") as out:
         with stage_run("train", params.mlflow, inputs) as run:
             run.log_params(
@@ -89,7 +100,7 @@ def run(params: Params) -> None:
                 model = scale.fit_external(params, FEATURES_TRAIN, out.root / "xgboost-cache")
             else:
                 features_train = read_parquet(FEATURES_TRAIN)
-                model = build_model(params.model, params.train.seed, params.train.n_jobs)
+                model = estimator_of(params)
                 with single_threaded_blas():
                     model.fit(features_train.drop(columns=[target]).to_numpy(), features_train[target].to_numpy())
 

@@ -17,12 +17,27 @@ METRICS = Path("reports/metrics.json")
 ROC = Path("reports/plots/roc.json")
 PRC = Path("reports/plots/prc.json")
 CONFUSION = Path("reports/plots/confusion.csv")
+CALIBRATION = Path("reports/plots/calibration.json")
 REPORT = Path("reports/classification_report.json")
 IMPORTANCE = Path("reports/feature_importance.json")
 FIG_CONFUSION = Path("reports/figures/confusion_matrix.png")
 FIG_IMPORTANCE = Path("reports/figures/feature_importance.png")
 FIG_ROC = Path("reports/figures/roc.png")
 FIG_PRC = Path("reports/figures/precision_recall.png")
+FIG_CALIBRATION = Path("reports/figures/calibration.png")
 DECISION = Path("reports/register.json")
 
-EVALUATE_OUTPUTS = (METRICS, ROC, PRC, CONFUSION, REPORT, IMPORTANCE, FIG_CONFUSION, FIG_IMPORTANCE, FIG_ROC, FIG_PRC)
+EVALUATE_OUTPUTS = (
+    METRICS,
+    ROC,
+    PRC,
+    CONFUSION,
+    CALIBRATION,
+    REPORT,
+    IMPORTANCE,
+    FIG_CONFUSION,
+    FIG_IMPORTANCE,
+    FIG_ROC,
+    FIG_PRC,
+    FIG_CALIBRATION,
+)

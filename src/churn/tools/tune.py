@@ -616,7 +616,7 @@ def make_objective(settings: TuneSettings, params: Params, frame: pd.DataFrame, 
     """Score a trial as the train stage would (same folds, seed and threshold); prune between folds."""
     import optuna
 
-    from churn.core.models import build_model, iter_cv_folds, summarise_folds
+    from churn.core.models import build_model, calibrated, iter_cv_folds, summarise_folds
 
     folds = params.train.cv_folds
     space = settings.space_of(settings.family)
@@ -633,6 +633,7 @@ def make_objective(settings: TuneSettings, params: Params, frame: pd.DataFrame, 
         fold_metrics: list[dict[str, float]] = []
         try:
             estimator = build_model(model, params.train.seed, params.train.n_jobs)
+            estimator = calibrated(estimator, params.train.calibration, folds)
             cv = iter_cv_folds(
                 preprocessor,
                 estimator,

@@ -27,8 +27,9 @@ MODEL_ARTIFACT = "churn-model"
 MODEL_ARTIFACT_PATH = "models"
 MODEL_ARTIFACT_FILE = "models/model.pkl"  # the file whose md5 identifies the artifact in dvc.lock
 TEST_DATASET = "prepared_test"  # the held-out split, as the prepare stage logs it
-# Types skops may load besides its defaults: dtype objects and each family's own estimator internals.
-_SAFE = ["numpy.dtype"]
+# Types skops may load besides its defaults: dtype objects, the calibration wrapper's internals (train.calibration)
+# and each family's own estimator internals.
+_SAFE = ["numpy.dtype", "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"]
 TRUSTED_TYPES = {
     "logistic_regression": _SAFE,
     "random_forest": [*_SAFE, "sklearn.tree._tree.Tree"],
