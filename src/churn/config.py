@@ -270,6 +270,7 @@ class EvaluateParams(Block):
     threshold: Fraction
     primary_metric: Metric
     bootstrap: BootstrapParams
+    top_share: Fraction  # precision_at_k and recall_at_k among this share of customers with the highest scores
 
 
 class Threshold(Block):

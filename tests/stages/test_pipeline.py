@@ -5,6 +5,7 @@ One pipeline run per module (a module-scoped fixture); the tests below each chec
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -135,7 +136,7 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     reports = pipeline.root / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     intervals = {f"{m}_ci_{end}" for m in CI_METRICS for end in ("low", "high")}
-    assert set(metrics) == set(METRICS) | intervals | {"ece"}
+    assert set(metrics) == set(METRICS) | intervals | {"ece", "precision_at_k", "recall_at_k"}
     assert 0.0 <= metrics["ece"] < 0.5
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS if k != "log_loss")
     for name in CI_METRICS:  # 70 test rows: wide intervals around the point estimate
@@ -150,18 +151,27 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     reliability = json.loads((reports / "plots" / "calibration.json").read_text())["calibration"]
     assert sum(point["rows"] for point in reliability) == TEST_ROWS
     assert all(0.0 <= point[k] <= 1.0 for point in reliability for k in ("predicted", "observed"))
+    gains = json.loads((reports / "plots" / "gains.json").read_text())["gains"]
+    assert gains[-1] == {"share": 1.0, "gain": 1.0, "lift": 1.0}
+    assert all(a["share"] < b["share"] and a["gain"] <= b["gain"] for a, b in itertools.pairwise(gains))
     confusion = pd.read_csv(reports / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == TEST_ROWS
     assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     report = json.loads((reports / "classification_report.json").read_text())
     assert report["1"]["support"] == int(confusion["actual"].sum())
+    churn_share = report["1"]["support"] / TEST_ROWS
+    assert metrics["precision_at_k"] > churn_share  # the top 10% of scores hold more churners than chance
+    assert metrics["recall_at_k"] == pytest.approx(metrics["precision_at_k"] * 0.1 / churn_share, abs=1e-5)
     importance = json.loads((reports / "feature_importance.json").read_text())
     assert set(importance) == set(pipeline.params.data.features)
     assert sum(importance.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["confusion_matrix", "feature_importance", "roc", "precision_recall", "calibration"])
+FIGURES = ["confusion_matrix", "feature_importance", "roc", "precision_recall", "calibration", "gains", "lift"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
 def test_evaluate_figures_are_png(pipeline, name):
     path = pipeline.root / "reports" / "figures" / f"{name}.png"
     content = path.read_bytes()

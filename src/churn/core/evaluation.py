@@ -112,3 +112,49 @@ def reliability(
         for p, o, n in zip(predicted, observed, rows[present], strict=True)
     ]
     return curve, round(ece, DIGITS)
+
+
+def gains(y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None) -> list[dict[str, float]]:
+    """Cumulative gains and lift, customers taken by descending score: at each distinct score, the share of
+    customers taken so far (`share`), the share of churners among them of all churners (`gain`) and
+    gain / share (`lift`); thinned to MAX_CURVE_POINTS."""
+    cumulative_rows, cumulative_positives = _by_descending_score(y_true, proba, sample_weight)
+    share = cumulative_rows / cumulative_rows[-1]
+    gain = cumulative_positives / max(cumulative_positives[-1], 1e-300)
+    rows = [
+        {"share": round(float(s), DIGITS), "gain": round(float(g), DIGITS), "lift": round(float(g / s), DIGITS)}
+        for s, g in zip(share, gain, strict=True)
+    ]
+    return _thin(rows)
+
+
+def top_share_metrics(
+    y_true: np.ndarray, proba: np.ndarray, share: float, sample_weight: np.ndarray | None = None
+) -> dict[str, float]:
+    """Precision and recall among the `share` of customers with the highest scores (`precision_at_k`,
+    `recall_at_k`). Customers tied at the cut count in proportion: the expected value of breaking the tie at
+    random."""
+    cumulative_rows, cumulative_positives = _by_descending_score(y_true, proba, sample_weight)
+    total_rows, total_positives = cumulative_rows[-1], cumulative_positives[-1]
+    taken = share * total_rows
+    group = int(np.searchsorted(cumulative_rows, taken, side="left"))  # the tie group the cut falls in
+    rows_before = cumulative_rows[group - 1] if group else 0.0
+    positives_before = cumulative_positives[group - 1] if group else 0.0
+    group_rows = cumulative_rows[group] - rows_before
+    group_positives = cumulative_positives[group] - positives_before
+    positives = positives_before + (group_positives * (taken - rows_before) / group_rows if group_rows else 0.0)
+    precision = positives / taken if taken else 0.0
+    recall = positives / total_positives if total_positives else 0.0
+    return {"precision_at_k": round(float(precision), DIGITS), "recall_at_k": round(float(recall), DIGITS)}
+
+
+def _by_descending_score(
+    y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each distinct score, descending, the rows and the positives scored at or above it (ties together)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    weight = np.ones(len(proba)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    distinct, at = np.unique(-proba, return_inverse=True)
+    rows = np.bincount(at, weights=weight, minlength=len(distinct))
+    positives = np.bincount(at, weights=weight * np.asarray(y_true), minlength=len(distinct))
+    return np.cumsum(rows), np.cumsum(positives)

@@ -52,3 +52,17 @@ def curve_figure(points: list[dict[str, float]], x: str, y: str, title: str, dia
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def lift_figure(points: list[dict[str, float]]):
+    """Lift against the share of customers taken by descending score (1 = no better than chance)."""
+    fig, ax = _figure()
+    ax.plot([p["share"] for p in points], [p["lift"] for p in points], color="#3b75af")
+    ax.axhline(1.0, linestyle="--", color="grey", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max([p["lift"] for p in points] + [1.0]) * 1.05)
+    ax.set_xlabel("share of customers (highest scores first)")
+    ax.set_ylabel("lift")
+    ax.set_title("Lift")
+    fig.tight_layout()
+    return fig

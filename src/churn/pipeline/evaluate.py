@@ -49,10 +49,12 @@ def run(params: Params) -> None:
         roc = evaluation.roc_points(y_true, proba, sample_weight=weight)
         prc = evaluation.pr_points(y_true, proba, sample_weight=weight)
         calibration, metrics["ece"] = evaluation.reliability(y_true, proba, sample_weight=weight)
+        metrics |= evaluation.top_share_metrics(y_true, proba, params.evaluate.top_share, sample_weight=weight)
+        gains = evaluation.gains(y_true, proba, sample_weight=weight)
         matrix = evaluation.confusion(y_true, y_pred, sample_weight=weight)
         importance = raw_feature_importance(preprocessor, model)
         report = evaluation.classification_report(y_true, y_pred, label, sample_weight=weight)
-        curves = {"roc": roc, "prc": prc, "calibration": calibration}
+        curves = {"roc": roc, "prc": prc, "calibration": calibration, "gains": gains}
         publish(out, run, label, metrics, curves, confusion_rows.rows(matrix), report, importance, matrix)
 
 
@@ -60,10 +62,11 @@ def publish(out, run, label, metrics, curves, confusion_rows, report, importance
     """Write evaluate's outputs (metrics, plot data, report, figures), log them to the run, publish them."""
     staged = {str(path): out.path(path) for path in p.EVALUATE_OUTPUTS}
     write_json(metrics, staged[str(p.METRICS)])
-    roc, prc, calibration = curves["roc"], curves["prc"], curves["calibration"]
+    roc, prc, calibration, gains = curves["roc"], curves["prc"], curves["calibration"], curves["gains"]
     write_json({"roc": roc}, staged[str(p.ROC)])
     write_json({"prc": prc}, staged[str(p.PRC)])
     write_json({"calibration": calibration}, staged[str(p.CALIBRATION)])
+    write_json({"gains": gains}, staged[str(p.GAINS)])
     write_csv_rows(["actual", "predicted"], confusion_rows, staged[str(p.CONFUSION)])  # DVC's confusion template
     write_json(report, staged[str(p.REPORT)])
     write_json({k: round(float(v), 6) for k, v in importance.items()}, staged[str(p.IMPORTANCE)])
@@ -77,6 +80,8 @@ def publish(out, run, label, metrics, curves, confusion_rows, report, importance
         p.FIG_CALIBRATION: plots.curve_figure(
             calibration, "predicted", "observed", f"Reliability (ECE {metrics['ece']:.3f})", diagonal=True
         ),
+        p.FIG_GAINS: plots.curve_figure(gains, "share", "gain", "Cumulative gains", diagonal=True),
+        p.FIG_LIFT: plots.lift_figure(gains),
     }
     for path, figure in figures.items():
         write_figure(figure, staged[str(path)])

@@ -18,6 +18,7 @@ ROC = Path("reports/plots/roc.json")
 PRC = Path("reports/plots/prc.json")
 CONFUSION = Path("reports/plots/confusion.csv")
 CALIBRATION = Path("reports/plots/calibration.json")
+GAINS = Path("reports/plots/gains.json")
 REPORT = Path("reports/classification_report.json")
 IMPORTANCE = Path("reports/feature_importance.json")
 FIG_CONFUSION = Path("reports/figures/confusion_matrix.png")
@@ -25,6 +26,8 @@ FIG_IMPORTANCE = Path("reports/figures/feature_importance.png")
 FIG_ROC = Path("reports/figures/roc.png")
 FIG_PRC = Path("reports/figures/precision_recall.png")
 FIG_CALIBRATION = Path("reports/figures/calibration.png")
+FIG_GAINS = Path("reports/figures/gains.png")
+FIG_LIFT = Path("reports/figures/lift.png")
 DECISION = Path("reports/register.json")
 
 EVALUATE_OUTPUTS = (
@@ -33,6 +36,7 @@ EVALUATE_OUTPUTS = (
     PRC,
     CONFUSION,
     CALIBRATION,
+    GAINS,
     REPORT,
     IMPORTANCE,
     FIG_CONFUSION,
@@ -40,4 +44,6 @@ EVALUATE_OUTPUTS = (
     FIG_ROC,
     FIG_PRC,
     FIG_CALIBRATION,
+    FIG_GAINS,
+    FIG_LIFT,
 )
