@@ -33,6 +33,8 @@ from churn.errors import ChurnError, ParamError
 
 MODEL_TYPES = ("logistic_regression", "random_forest", "xgboost")
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+# What register.thresholds may gate: the test metrics, and the lowest ROC AUC over evaluate.slices' values.
+GATED_METRICS = (*METRICS, "worst_slice_roc_auc")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
 
@@ -271,6 +273,8 @@ class EvaluateParams(Block):
     primary_metric: Metric
     bootstrap: BootstrapParams
     top_share: Fraction  # precision_at_k and recall_at_k among this share of customers with the highest scores
+    slices: Columns  # declared columns whose values (quantile bins for a number) get their own metrics
+    slice_bins: at_least(2)  # quantile bins of a numeric slice column
 
 
 class Threshold(Block):
@@ -305,7 +309,7 @@ class RegisterParams(Block):
     def _metric_names(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
             raise invalid("a mapping of test metric: {min: <number>} or {max: <number>}")
-        only_keys(raw, METRICS)
+        only_keys(raw, GATED_METRICS)
         return raw
 
     @field_validator("thresholds")
@@ -360,6 +364,14 @@ with warnings.catch_warnings():
             if not isinstance(raw, cls):
                 raise invalid("a mapping")
             return raw
+
+        @model_validator(mode="after")
+        def _slices_are_declared(self) -> Params:
+            for index, column in enumerate(self.evaluate.slices):
+                if column not in self.data.features:
+                    expected = "a column of data.numerical or data.categorical"
+                    raise invalid(expected, f"evaluate.slices[{index}]", got=column)
+            return self
 
 
 # --- reading ----------------------------------------------------------------------------------------------------

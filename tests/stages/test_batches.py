@@ -41,6 +41,8 @@ def _reports(root) -> dict:
         "report": json.loads((reports / "classification_report.json").read_text()),
         "importance": json.loads((reports / "feature_importance.json").read_text()),
         "confusion": (reports / "plots" / "confusion.csv").read_text(),
+        "slices": json.loads((reports / "slices.json").read_text()),
+        "curves": [(reports / "plots" / f"{name}.json").read_text() for name in ("calibration", "gains")],
     }
 
 
@@ -48,6 +50,9 @@ def _reports(root) -> dict:
 def runs(module_workspace):
     """prepare, featurize, train, evaluate in one batch; then featurize and evaluate in batches of 7."""
     root, params = module_workspace, load_params()
+    # a numeric slice column too: its quantile bins found in batches of 7
+    slices = params.evaluate.model_copy(update={"slices": ("contract_type", "tenure")})
+    params = params.model_copy(update={"evaluate": slices})
     assert params.resources.batch_rows >= 400
     prepare.run(params)
     featurize.run(params)
@@ -107,8 +112,10 @@ def test_evaluate_in_batches_writes_the_one_batch_reports(runs):
     assert a["metrics"].keys() == b["metrics"].keys()
     for name, value in a["metrics"].items():
         assert abs(b["metrics"][name] - value) <= 1e-9, name
-    for name in ("roc", "prc", "report", "importance", "confusion"):
+    for name in ("roc", "prc", "report", "importance", "confusion", "slices", "curves"):
         assert a[name] == b[name], name
+    assert len(a["slices"]["tenure"]) == 4  # quartiles of the test split's tenure
+    assert sum(row["rows"] for row in a["slices"]["tenure"].values()) == a["report"]["macro avg"]["support"]
     assert a["confusion"].count("\n") == 1 + a["report"]["macro avg"]["support"]  # a row per test example
 
 

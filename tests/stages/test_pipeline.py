@@ -136,7 +136,8 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     reports = pipeline.root / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     intervals = {f"{m}_ci_{end}" for m in CI_METRICS for end in ("low", "high")}
-    assert set(metrics) == set(METRICS) | intervals | {"ece", "precision_at_k", "recall_at_k"}
+    extra = {"ece", "precision_at_k", "recall_at_k", "worst_slice_roc_auc"}
+    assert set(metrics) == set(METRICS) | intervals | extra
     assert 0.0 <= metrics["ece"] < 0.5
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS if k != "log_loss")
     for name in CI_METRICS:  # 70 test rows: wide intervals around the point estimate
@@ -154,6 +155,15 @@ def test_evaluate_writes_metrics_and_plot_data(pipeline):
     gains = json.loads((reports / "plots" / "gains.json").read_text())["gains"]
     assert gains[-1] == {"share": 1.0, "gain": 1.0, "lift": 1.0}
     assert all(a["share"] < b["share"] and a["gain"] <= b["gain"] for a, b in itertools.pairwise(gains))
+    slices = json.loads((reports / "slices.json").read_text())
+    assert list(slices) == ["contract_type", "payment_method"]
+    test_df = _parquet(pipeline, "data/prepared/test.parquet")
+    for column, values in slices.items():  # every test row in one value of each slice column
+        assert sum(row["rows"] for row in values.values()) == TEST_ROWS
+        assert {value: row["rows"] for value, row in values.items()} == test_df[column].value_counts().to_dict()
+    assert metrics["worst_slice_roc_auc"] == min(
+        row["roc_auc"] for values in slices.values() for row in values.values() if row["roc_auc"] is not None
+    )
     confusion = pd.read_csv(reports / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == TEST_ROWS

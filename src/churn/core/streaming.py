@@ -180,7 +180,26 @@ def exact_medians(
     """The median of each column's present values, exactly as numpy computes it (the mean of the two middle
     values for an even count; 0 for a column without values, as SimpleImputer(keep_empty_features=True)).
     `read()` yields the columns' batches again for the passes the summaries' histograms do not settle."""
-    ranks = {name: s.median_ranks() for name, s in summaries.items() if s.count}
+    found = order_statistics(summaries, {name: s.median_ranks() for name, s in summaries.items()}, read, collect)
+    medians = {}
+    for name in summaries:
+        values = found.get(name)
+        if values is None:
+            medians[name] = 0.0
+            continue
+        medians[name] = float(values[0]) if len(values) == 1 else float((values[0] + values[1]) / 2)
+    return medians
+
+
+def order_statistics(
+    summaries: dict[str, NumericSummary],
+    ranks: dict[str, list[int]],
+    read: Callable[[], Iterable[pd.DataFrame]],
+    collect: int = COLLECT,
+) -> dict[str, np.ndarray]:
+    """The present values of each column at the given 0-based ranks (columns without values are left out),
+    exactly; `read()` yields the columns' batches again for the passes the summaries' histograms do not settle."""
+    ranks = {name: wanted for name, wanted in ranks.items() if summaries[name].count and wanted}
 
     def keyed() -> Iterator[dict[Hashable, np.ndarray]]:
         for frame in read():
@@ -191,14 +210,7 @@ def exact_medians(
             yield out
 
     found = select_keys(keyed, ranks, first={name: summaries[name].digits for name in ranks}, collect=collect)
-    medians = {}
-    for name in summaries:
-        if name not in found:
-            medians[name] = 0.0
-            continue
-        values = key_floats(np.array(found[name], dtype=np.uint64))
-        medians[name] = float(values[0]) if len(values) == 1 else float((values[0] + values[1]) / 2)
-    return medians
+    return {name: key_floats(np.array(keys, dtype=np.uint64)) for name, keys in found.items()}
 
 
 def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[str, dict[str, int]]) -> None:

@@ -55,6 +55,35 @@ def iter_parquet(
         yield frame
 
 
+class RowReader:
+    """A parquet file's rows in order, taken n at a time whatever its row groups: another file's batches, read
+    alongside (evaluate reads data/prepared/test.parquet's raw columns beside data/features/test.parquet)."""
+
+    def __init__(self, path: str | Path, batch_rows: int, columns: list[str]) -> None:
+        self.path = path
+        self._batches = iter_parquet(path, batch_rows, columns)
+        self._held: list[pd.DataFrame] = []
+        self._count = 0
+
+    def take(self, rows: int) -> pd.DataFrame:
+        """The next `rows` rows (a DataError when the file has fewer left)."""
+        while self._count < rows:
+            frame = next(self._batches, None)
+            if frame is None:
+                raise DataError(str(self.path), f"has fewer rows than the table read beside it ({rows} wanted)")
+            self._held.append(frame)
+            self._count += len(frame)
+        whole = self._held[0] if len(self._held) == 1 else pd.concat(self._held, ignore_index=True)
+        taken, rest = whole.iloc[:rows].reset_index(drop=True), whole.iloc[rows:].reset_index(drop=True)
+        self._held, self._count = ([rest] if len(rest) else []), len(rest)
+        return taken
+
+    def finish(self) -> None:
+        """A DataError unless every row was taken."""
+        if self._count or next(self._batches, None) is not None:
+            raise DataError(str(self.path), "has more rows than the table read beside it")
+
+
 def file_schema(path: str | Path) -> pa.Schema:
     """A parquet file's columns and types, from its footer."""
     if not Path(path).exists():

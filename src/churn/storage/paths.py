@@ -14,6 +14,7 @@ PREPROCESSOR = Path("models/preprocessor.pkl")
 MODEL = Path("models/model.pkl")
 CV_METRICS = Path("reports/cv_metrics.json")
 METRICS = Path("reports/metrics.json")
+SLICES = Path("reports/slices.json")
 ROC = Path("reports/plots/roc.json")
 PRC = Path("reports/plots/prc.json")
 CONFUSION = Path("reports/plots/confusion.csv")
@@ -32,6 +33,7 @@ DECISION = Path("reports/register.json")
 
 EVALUATE_OUTPUTS = (
     METRICS,
+    SLICES,
     ROC,
     PRC,
     CONFUSION,
