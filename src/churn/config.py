@@ -303,6 +303,7 @@ class RegisterParams(Block):
     thresholds: dict[str, Threshold]  # metric -> gate
     min_improvement: NonNegative
     allow_other_data: Flag  # compare with a champion trained on other data (another data.md5)
+    profile_bins: at_least(2)  # quantile bins per numeric column of the training profile (drift reference)
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -335,7 +336,7 @@ class MlflowParams(Block):
 # The blocks of params.yaml that no stage reads: each is validated by the tool that reads it (churn.tools.settings),
 # so a mistake in one fails that tool only, and its model can change without re-running a stage. Named here so
 # that any other unknown top-level key is still an error.
-TOOL_BLOCKS = ("generate", "sweep", "compare", "tune")
+TOOL_BLOCKS = ("generate", "sweep", "compare", "tune", "drift")
 
 # A field named `register` shadows ABCMeta.register, a class method of every model: pydantic warns, though
 # instances read the field all the same (params.register).

@@ -142,3 +142,27 @@ def test_registry_version_names_the_dvc_artifact(registered):
     assert tags["dvc.artifact"] == "churn-model"
     assert tags["dvc.artifact.path"] == "models"
     assert tags["dvc.artifact.md5"] == file_md5(registered["root"] / "models" / "model.pkl")
+
+
+def test_predict_measures_drift_against_the_registered_training_profile(registered, tmp_path):
+    import pandas as pd
+
+    from churn.tools import predict
+
+    root = registered["root"]
+    rows = pd.read_parquet(root / "data" / "prepared" / "test.parquet")
+    rows.assign(tenure=rows["tenure"] + 24).to_csv(tmp_path / "shifted.csv", index=False)
+    report_path, output = tmp_path / "drift.json", tmp_path / "scored.csv"
+    argv = ["--input", str(tmp_path / "shifted.csv"), "--output", str(output), "--drift-report", str(report_path)]
+    with pytest.raises(SystemExit) as caught:
+        predict.main([*argv, "--fail-on-drift"])
+    assert caught.value.code == predict.DRIFT_EXIT
+    report = json.loads(report_path.read_text())
+    assert "tenure" in report["fail"] and report["columns"]["tenure"]["psi"] > 0.25
+    assert report["rows"] == len(rows)
+    scored = pd.read_csv(output)  # written all the same, each row flagged or not
+    train_max = pd.read_parquet(root / "data" / "prepared" / "train.parquet")["tenure"].max()
+    beyond = (rows["tenure"] + 24 > train_max).to_numpy()
+    assert beyond.any() and scored[predict.UNSEEN].to_numpy()[beyond].all()  # (another column may flag more rows)
+    assert report["unseen_rows"] == int(scored[predict.UNSEEN].sum())
+    predict.main(argv)  # without --fail-on-drift: warnings only, exit status 0

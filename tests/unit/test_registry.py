@@ -13,7 +13,8 @@ from churn.tracking.registry import failures, gate
 
 def thresholds(**bounds: dict[str, float]):
     """`register.thresholds` as params.yaml gives it, validated by the config."""
-    return RegisterParams(model_name="m", thresholds=bounds, min_improvement=0.0, allow_other_data=False).thresholds
+    settings = {"min_improvement": 0.0, "allow_other_data": False, "profile_bins": 10}
+    return RegisterParams(model_name="m", thresholds=bounds, **settings).thresholds
 
 
 DEFAULT = thresholds(roc_auc={"min": 0.70}, log_loss={"max": 0.60})

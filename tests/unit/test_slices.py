@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from churn.config import parse_params
-from churn.core.slices import SliceCounts, bin_labels, quantile_edges, worst_roc_auc
+from churn.core.slices import SliceCounts, bin_labels, worst_roc_auc
+from churn.core.streaming import quantile_edges
 from churn.errors import ParamError
 
 FRAME = pd.DataFrame(

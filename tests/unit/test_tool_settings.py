@@ -17,6 +17,7 @@ from churn.tools.settings import (
     SweepSettings,
     TuneSettings,
     compare_settings,
+    drift_settings,
     generate_settings,
     load,
     sweep_settings,
@@ -29,7 +30,8 @@ def read(raw: dict, block: str):
     """The tool's view of `block`, as the tool that reads it validates it."""
     if block == "tune":
         return tune_settings(raw, parse_params(raw).model)
-    return {"generate": generate_settings, "sweep": sweep_settings, "compare": compare_settings}[block](raw)
+    readers = {"generate": generate_settings, "sweep": sweep_settings, "compare": compare_settings}
+    return {**readers, "drift": drift_settings}[block](raw)
 
 
 def _set(raw: dict, dotted: str, value) -> None:
@@ -55,6 +57,8 @@ def test_the_stage_model_holds_only_what_stages_read(params_raw):
         ("sweep.svm", [1]),
         ("compare.sort_by", "auc"),
         ("generate.rows", 9),
+        ("drift.warn_psi", 0),
+        ("drift.fail_psi", 0.05),  # below warn_psi
     ],
 )
 def test_a_bad_tool_block_fails_the_tool_only(params_raw, key, value):

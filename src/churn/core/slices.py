@@ -7,28 +7,12 @@ memory is bounded by the distinct scores, not the rows.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from churn.core.evaluation import DIGITS
-from churn.core.streaming import MISSING, NumericSummary, ScoreCounts, order_statistics
-
-
-def quantile_edges(columns: list[str], bins: int, read: Callable[[], Iterable[pd.DataFrame]]) -> dict[str, np.ndarray]:
-    """Each numeric column's inner bin edges: its exact quantiles at 1/bins, 2/bins, ... of its present values
-    (lower order statistics; repeated edges merged), from the batches `read()` yields (two passes or so)."""
-    summaries = {name: NumericSummary() for name in columns}
-    for frame in read():
-        for name in columns:
-            summaries[name].update(frame[name].to_numpy(dtype=np.float64))
-    ranks = {
-        name: sorted({int(share * (s.count - 1)) for share in np.arange(1, bins) / bins})
-        for name, s in summaries.items()
-    }
-    found = order_statistics(summaries, ranks, read)
-    return {name: np.unique(found.get(name, np.empty(0))) for name in columns}
+from churn.core.streaming import MISSING, ScoreCounts
 
 
 def bin_labels(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

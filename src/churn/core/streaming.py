@@ -213,6 +213,21 @@ def order_statistics(
     return {name: key_floats(np.array(keys, dtype=np.uint64)) for name, keys in found.items()}
 
 
+def quantile_edges(columns: list[str], bins: int, read: Callable[[], Iterable[pd.DataFrame]]) -> dict[str, np.ndarray]:
+    """Each numeric column's inner bin edges: its exact quantiles at 1/bins, 2/bins, ... of its present values
+    (lower order statistics; repeated edges merged), from the batches `read()` yields (two passes or so)."""
+    summaries = {name: NumericSummary() for name in columns}
+    for frame in read():
+        for name in columns:
+            summaries[name].update(frame[name].to_numpy(dtype=np.float64))
+    ranks = {
+        name: sorted({int(share * (s.count - 1)) for share in np.arange(1, bins) / bins})
+        for name, s in summaries.items()
+    }
+    found = order_statistics(summaries, ranks, read)
+    return {name: np.unique(found.get(name, np.empty(0))) for name in columns}
+
+
 def count_categories(frame: pd.DataFrame, columns: Iterable[str], counts: dict[str, dict[str, int]]) -> None:
     """Add each categorical column's value counts to `counts`, missing values as the preprocessor imputes
     them (MISSING)."""

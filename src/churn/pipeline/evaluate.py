@@ -18,8 +18,8 @@ from churn.config import Params
 from churn.core import evaluation, plots
 from churn.core.bootstrap import bootstrap_intervals
 from churn.core.features import raw_feature_importance
-from churn.core.slices import SliceCounts, quantile_edges, worst_roc_auc
-from churn.core.streaming import ConfusionRows, ScoreCounts
+from churn.core.slices import SliceCounts, worst_roc_auc
+from churn.core.streaming import ConfusionRows, ScoreCounts, quantile_edges
 from churn.pipeline import entry
 from churn.storage import paths as p
 from churn.storage.outputs import StagedOutputs, read_pickle, write_csv_rows, write_figure, write_json

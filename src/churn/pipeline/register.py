@@ -1,8 +1,9 @@
 """register: log the full inference pipeline (raw columns in, churn probability out) and, when it passes
 the validation gate and differs from every existing version, register it and move the aliases.
 
-in: models/*.pkl, reports/metrics.json, data/prepared/test.parquet | out: reports/register.json
-params: register, evaluate.primary_metric, data, model.type
+in: models/*.pkl, reports/metrics.json, data/prepared/{train,test}.parquet | out: reports/register.json
+params: register, evaluate.primary_metric, data, model.type, resources.batch_rows (the train split's profile,
+carried in the model's metadata for drift checks, is made batch by batch)
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import logging
 from pathlib import Path
 
 from churn.config import Params
+from churn.core.drift import make_profile
 from churn.core.models import inference_pipeline
 from churn.core.quality import labels_of
 from churn.pipeline import entry
 from churn.storage.outputs import StagedOutputs, read_json, read_pickle, write_json
-from churn.storage.parquet import read_parquet
-from churn.storage.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPROCESSOR
+from churn.storage.parquet import iter_parquet, read_parquet
+from churn.storage.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
 from churn.timing import phase
 from churn.tracking.models import (
     TEST_DATASET,
@@ -38,13 +40,22 @@ log = logging.getLogger(__name__)
 def run(params: Params) -> None:
     data, settings = params.data, params.register
     with StagedOutputs("register") as out:
-        with stage_run("register", params.mlflow, [MODEL, PREPROCESSOR, METRICS, PREPARED_TEST]) as run:
+        inputs = [MODEL, PREPROCESSOR, METRICS, PREPARED_TRAIN, PREPARED_TEST]
+        with stage_run("register", params.mlflow, inputs) as run:
             run.log_params({"register": settings.model_dump(exclude_none=True)})
             pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
             metrics = read_json(METRICS)
             example = read_parquet(PREPARED_TEST)[list(data.features)].head(5)
             signature = raw_signature(data, example, pipeline.predict_proba(example))
-            decision = {**gate(metrics, settings.thresholds), "model_md5": model_md5(PREPROCESSOR, MODEL, signature)}
+            columns, batch_rows = list(data.features), params.resources.batch_rows
+            profile = make_profile(
+                lambda: iter_parquet(PREPARED_TRAIN, batch_rows, columns),
+                list(data.numerical),
+                list(data.categorical),
+                settings.profile_bins,
+            )
+            md5 = model_md5(PREPROCESSOR, MODEL, signature, profile)
+            decision = {**gate(metrics, settings.thresholds), "model_md5": md5}
             staged = {str(DECISION): out.path(DECISION)}
             with phase("logging"):
                 labels = labels_of(read_json(DATA_QUALITY), data.positive_label)
@@ -60,6 +71,7 @@ def run(params: Params) -> None:
                     example,
                     labels,
                     threshold,
+                    profile,
                 )
             decision = with_serving(decision, serving)  # a model that cannot be served fails the gate
             # The test metrics on the logged model too (MLflow 3's Models view), against the held-out split.

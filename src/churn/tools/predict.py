@@ -10,6 +10,12 @@ with params `data.encoding` and `data.separator`, and its rows are cleaned as `p
 1/0), the positive one when the probability is at least the model's threshold (the `evaluate.threshold` it
 was evaluated at; --threshold overrides). CSV or parquet by file suffix; written to a temporary name, then
 renamed, so a failure leaves no output.
+
+Drift: a model whose metadata carries the train split's profile (the register stage records it) gets each
+column's PSI against it in --drift-report (reports/drift.json), a warning for each column above params
+`drift.warn_psi`, and with --fail-on-drift exit status 2 when one is above `drift.fail_psi` (the predictions are
+written all the same). Rows holding a value training never saw (a number outside the profiled range, an unseen
+category) are flagged in the output's `unseen_values` column and counted in the report.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from churn.system import atomic_path, first_line
 
 if TYPE_CHECKING:
     from churn.config import Params
+    from churn.tools.settings import DriftSettings
 
 log = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv",)
+DRIFT_REPORT = Path("reports/drift.json")
+UNSEEN = "unseen_values"  # the output column flagging rows with a value training never saw
+DRIFT_EXIT = 2  # --fail-on-drift: the exit status when a column's PSI is above drift.fail_psi
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -172,7 +182,56 @@ def model_columns(model, params: Params) -> tuple[list[str], list[str]]:
     return numerical, categorical
 
 
-def run(params: Params, model_uri: str, source: Path, target: Path, threshold: float | None = None) -> pd.DataFrame:
+class DriftFailure(ChurnError):
+    """A scored batch drifted past drift.fail_psi (predict --fail-on-drift)."""
+
+
+def check_drift(profile: dict, features: pd.DataFrame, source: str, limits: DriftSettings, path: Path):
+    """The batch's drift against the model's training profile, written to `path` with the columns above each
+    limit (`warn`, `fail`), one warning per column above drift.warn_psi; returns (report, per-row unseen flag)."""
+    import json
+
+    from churn.core.drift import drift
+
+    report, unseen = drift(profile, features, source)
+    report["warn_psi"], report["fail_psi"] = limits.warn_psi, limits.fail_psi
+    report["warn"] = [name for name, c in report["columns"].items() if c["psi"] > limits.warn_psi]
+    report["fail"] = [name for name, c in report["columns"].items() if c["psi"] > limits.fail_psi]
+    for name in report["warn"]:
+        column = report["columns"][name]
+        log.warning(
+            "drift: %s PSI %.3f above drift.warn_psi %g (%d unseen values)",
+            name,
+            column["psi"],
+            limits.warn_psi,
+            column["unseen"],
+        )
+    if report["unseen_rows"]:
+        log.warning(
+            "drift: %d of %d rows hold a value training never saw (column %s)",
+            report["unseen_rows"],
+            report["rows"],
+            UNSEEN,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s (%d columns, %d above warn_psi)", path, len(report["columns"]), len(report["warn"]))
+    return report, unseen
+
+
+def run(
+    params: Params,
+    model_uri: str,
+    source: Path,
+    target: Path,
+    threshold: float | None = None,
+    limits: DriftSettings | None = None,
+    drift_path: Path = DRIFT_REPORT,
+    fail_on_drift: bool = False,
+) -> pd.DataFrame:
+    """Score `source` into `target`; with `limits` and a model that carries a training profile, measure drift
+    (check_drift) and, with `fail_on_drift`, raise DriftFailure after writing the outputs."""
     data = params.data
     frame = read_table(source, data.encoding, data.separator)
     model = load_model(model_uri, params.mlflow.tracking_uri)
@@ -182,6 +241,12 @@ def run(params: Params, model_uri: str, source: Path, target: Path, threshold: f
     check_columns(frame, list(required), str(source), f"the model's signature ({model_uri})")
     check_columns(frame, list(data.id_columns), str(source), "data.id_columns in params.yaml")
     features = clean_features(frame, scoring.numerical, scoring.categorical, str(source))
+    profile = (model.metadata.metadata or {}).get("profile")
+    report = unseen = None
+    if limits is not None and profile:
+        report, unseen = check_drift(profile, features, str(source), limits, drift_path)
+    elif limits is not None:
+        log.warning("%s carries no training profile (registered before drift checks): drift not measured", model_uri)
     from mlflow.exceptions import MlflowException
 
     scorer = model
@@ -193,6 +258,8 @@ def run(params: Params, model_uri: str, source: Path, target: Path, threshold: f
         scored = score(features, frame[list(data.id_columns)], scorer, scoring)
     except MlflowException as exc:  # the signature refused a value
         raise DataError(str(source), f"rejected by the model's signature: {first_line(exc)[:300]}") from None
+    if unseen is not None:
+        scored = scored.assign(**{UNSEEN: unseen})
     write_table(scored, target)
     prob_col, label_col = output_columns(scoring.target)
     log.info(
@@ -205,12 +272,17 @@ def run(params: Params, model_uri: str, source: Path, target: Path, threshold: f
         scoring.labels[1],
         scoring.threshold,
     )
+    if fail_on_drift and report is not None and report["fail"]:
+        worst = max(report["fail"], key=lambda name: report["columns"][name]["psi"])
+        raise DriftFailure(
+            f"{source}: {len(report['fail'])} column(s) drifted past drift.fail_psi {report['fail_psi']:g} "
+            f"({worst} PSI {report['columns'][worst]['psi']:.3f}; see {drift_path})"
+        )
     return scored
 
 
 def main(argv: list[str] | None = None) -> None:
     from churn.cli import run_cli
-    from churn.config import load_params
 
     parser = argparse.ArgumentParser(prog="python -m churn.tools.predict", description="Score a CSV or parquet file.")
     parser.add_argument("--model", help="model URI (default: models:/<register.model_name>@champion)")
@@ -218,15 +290,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, type=Path, help="CSV or parquet file to write")
     parser.add_argument("--threshold", type=float, help="label threshold (default: the model's evaluate.threshold)")
     parser.add_argument("--params", default="params.yaml", type=Path, help="params file (default: params.yaml)")
+    parser.add_argument("--drift-report", default=DRIFT_REPORT, type=Path, help=f"default: {DRIFT_REPORT}")
+    parser.add_argument(
+        "--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT} when a column's PSI is above drift.fail_psi"
+    )
     args = parser.parse_args(argv)
 
     def _main() -> None:
-        params = load_params(args.params)
+        import sys
+
+        from churn.tools.settings import drift_settings, load
+
+        params, raw = load(args.params)
+        limits = drift_settings(raw, str(args.params))
         model_uri = args.model or f"models:/{params.register.model_name}@champion"
         if args.threshold is not None and not 0 < args.threshold < 1:
             raise ChurnError(f"--threshold must be in (0, 1), got {args.threshold}")
         _format(args.output)  # fail before loading the model
-        run(params, model_uri, args.input, args.output, args.threshold)
+        try:
+            drift = {"limits": limits, "drift_path": args.drift_report, "fail_on_drift": args.fail_on_drift}
+            run(params, model_uri, args.input, args.output, args.threshold, **drift)
+        except DriftFailure as exc:
+            log.error("%s", exc)
+            sys.exit(DRIFT_EXIT)
 
     run_cli(_main)
 

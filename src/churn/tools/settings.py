@@ -1,5 +1,5 @@
-"""The blocks of params.yaml that only tools read (churn.config.TOOL_BLOCKS): `generate`, `sweep`, `compare`
-and `tune`, each validated by the tool that reads it, with the same value types and one-line errors as the
+"""The blocks of params.yaml that only tools read (churn.config.TOOL_BLOCKS): `generate`, `sweep`, `compare`,
+`tune` and `drift`, each validated by the tool that reads it, with the same value types and one-line errors as the
 stages' blocks (churn.config).
 
 No DVC stage imports this module: editing it re-runs nothing, and a mistake in one of these blocks (a search
@@ -64,6 +64,19 @@ class GenerateSettings(Block):
 
     rows: at_least(10)
     seed: Seed
+
+
+class DriftSettings(Block):
+    """When churn.tools.predict warns about (and with --fail-on-drift fails on) a column's PSI."""
+
+    warn_psi: expect(Annotated[Float, Field(gt=0)], "a number > 0")
+    fail_psi: expect(Annotated[Float, Field(gt=0)], "a number > 0")
+
+    @model_validator(mode="after")
+    def _warn_first(self) -> DriftSettings:
+        if self.fail_psi < self.warn_psi:
+            raise invalid(f"a number >= warn_psi ({self.warn_psi})", "fail_psi", got=self.fail_psi)
+        return self
 
 
 class CompareSettings(Block):
@@ -225,6 +238,11 @@ def generate_settings(raw: dict, source: str = "params.yaml") -> GenerateSetting
 def compare_settings(raw: dict, source: str = "params.yaml") -> CompareSettings:
     """The `compare` block of the raw params mapping."""
     return _block(raw, "compare", CompareSettings, source)
+
+
+def drift_settings(raw: dict, source: str = "params.yaml") -> DriftSettings:
+    """The `drift` block of the raw params mapping."""
+    return _block(raw, "drift", DriftSettings, source)
 
 
 def sweep_settings(raw: dict, source: str = "params.yaml") -> SweepSettings:

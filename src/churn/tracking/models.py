@@ -64,22 +64,25 @@ def raw_signature(data: DataParams, example, proba) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, proba).outputs)
 
 
-def model_md5(preprocessor: Path, model: Path, signature: ModelSignature) -> str:
-    """One hash for the model, its preprocessing (as DVC recorded them) and the signature it is served with."""
+def model_md5(preprocessor: Path, model: Path, signature: ModelSignature, profile: dict) -> str:
+    """One hash for the model, its preprocessing (as DVC recorded them), the signature it is served with and the
+    training profile it carries (a version registered without one is a different version)."""
     text = f"{file_md5(preprocessor)}:{file_md5(model)}:{json.dumps(signature.to_dict())}"
+    text += f":{json.dumps(profile, sort_keys=True)}"
     return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - an identity, not a secret
 
 
-def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float) -> dict:
+def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float, profile: dict) -> dict:
     """What scoring needs besides the model (churn.tools.predict, churn.tools.serve): the column roles, the
-    target's name, its labels as the raw table spells them (negative, positive) and the threshold the test
-    metrics were computed at."""
+    target's name, its labels as the raw table spells them (negative, positive), the threshold the test
+    metrics were computed at, and the train split's profile that drift is measured against (churn.core.drift)."""
     return {
         "numerical": list(data.numerical),
         "categorical": list(data.categorical),
         "target": data.target,
         "labels": list(labels),
         "threshold": threshold,
+        "profile": profile,
     }
 
 
@@ -94,6 +97,7 @@ def log_pipeline(
     example,
     labels: tuple[str, str],
     threshold: float,
+    profile: dict,
 ) -> tuple[ModelInfo, dict]:
     """Log `pipeline` to run `run_id` as a LoggedModel of `experiment_id` with `params`, served by
     `predict_proba`, in the skops format, with the metadata that scoring reads (serving_metadata: `labels` as
@@ -126,7 +130,7 @@ def log_pipeline(
         sk_model=pipeline,
         signature=signature,
         input_example=example,
-        metadata=serving_metadata(data, labels, threshold),
+        metadata=serving_metadata(data, labels, threshold, profile),
         pip_requirements=pip_requirements(model_type),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=TRUSTED_TYPES[model_type],
