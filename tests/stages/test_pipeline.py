@@ -288,3 +288,14 @@ def test_failed_gate_registers_nothing(pipeline):
     assert decision["checks"]["log_loss"]["passed"] is True
     assert decision["model_md5"] == pipeline.first.decision["model_md5"]
     assert [str(v.version) for v in pipeline.gated.versions] == ["1"]
+
+
+def test_register_writes_the_model_card(pipeline):
+    card = (pipeline.root / "reports" / "model_card.md").read_text()
+    metrics = json.loads((pipeline.root / "reports" / "metrics.json").read_text())
+    assert card.startswith(f"# Model card: {pipeline.params.register.model_name}\n")
+    low, high = metrics["roc_auc_ci_low"], metrics["roc_auc_ci_high"]
+    assert f"| ROC AUC | {metrics['roc_auc']:.3f} | [{low:.3f}, {high:.3f}] |" in card
+    assert "| contract_type | Month-to-month |" in card
+    # the card of the fixture's last register run, whose stricter gate the model fails
+    assert f"- Failed:\n  - roc_auc = {metrics['roc_auc']:.3f} (needs >= 0.999): FAIL\n" in card

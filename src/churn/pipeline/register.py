@@ -1,7 +1,8 @@
 """register: log the full inference pipeline (raw columns in, churn probability out) and, when it passes
 the validation gate and differs from every existing version, register it and move the aliases.
 
-in: models/*.pkl, reports/metrics.json, data/prepared/{train,test}.parquet | out: reports/register.json
+in: models/*.pkl, reports/{metrics,slices,data_quality}.json, data/prepared/{train,test}.parquet
+out: reports/register.json, reports/model_card.md
 params: register, evaluate.primary_metric, data, model.type, resources.batch_rows (the train split's profile,
 carried in the model's metadata for drift checks, is made batch by batch)
 """
@@ -12,13 +13,24 @@ import logging
 from pathlib import Path
 
 from churn.config import Params
+from churn.core.card import model_card
 from churn.core.drift import make_profile
 from churn.core.models import inference_pipeline
 from churn.core.quality import labels_of
 from churn.pipeline import entry
 from churn.storage.outputs import StagedOutputs, read_json, read_pickle, write_json
 from churn.storage.parquet import iter_parquet, read_parquet
-from churn.storage.paths import DATA_QUALITY, DECISION, METRICS, MODEL, PREPARED_TEST, PREPARED_TRAIN, PREPROCESSOR
+from churn.storage.paths import (
+    DATA_QUALITY,
+    DECISION,
+    METRICS,
+    MODEL,
+    MODEL_CARD,
+    PREPARED_TEST,
+    PREPARED_TRAIN,
+    PREPROCESSOR,
+    SLICES,
+)
 from churn.timing import phase
 from churn.tracking.models import (
     TEST_DATASET,
@@ -56,7 +68,7 @@ def run(params: Params) -> None:
             )
             md5 = model_md5(PREPROCESSOR, MODEL, signature, profile)
             decision = {**gate(metrics, settings.thresholds), "model_md5": md5}
-            staged = {str(DECISION): out.path(DECISION)}
+            staged = {str(DECISION): out.path(DECISION), str(MODEL_CARD): out.path(MODEL_CARD)}
             with phase("logging"):
                 labels = labels_of(read_json(DATA_QUALITY), data.positive_label)
                 threshold = params.evaluate.threshold
@@ -81,6 +93,21 @@ def run(params: Params) -> None:
                 metrics, prefix="test_", model_id=info.model_id, dataset=(TEST_DATASET, test.dataset.digest)
             )
             write_json(decision, staged[str(DECISION)])
+            card = model_card(
+                model_name=settings.model_name,
+                family=params.model.type,
+                hyperparameters=params.model.hyperparameters(),
+                calibration=params.train.calibration,
+                data=data.model_dump(),
+                quality=read_json(DATA_QUALITY),
+                metrics=metrics,
+                slices=read_json(SLICES),
+                decision=decision,
+                threshold=params.evaluate.threshold,
+                top_share=params.evaluate.top_share,
+            )
+            staged[str(MODEL_CARD)].write_text(card)
+            run.log_artifact(staged[str(MODEL_CARD)], "reports")
             run.log_artifact(Path("params.yaml"), "lineage")
             run.record_outputs(staged)
 

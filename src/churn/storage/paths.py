@@ -30,6 +30,7 @@ FIG_CALIBRATION = Path("reports/figures/calibration.png")
 FIG_GAINS = Path("reports/figures/gains.png")
 FIG_LIFT = Path("reports/figures/lift.png")
 DECISION = Path("reports/register.json")
+MODEL_CARD = Path("reports/model_card.md")
 
 EVALUATE_OUTPUTS = (
     METRICS,
