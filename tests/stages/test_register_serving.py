@@ -166,3 +166,19 @@ def test_predict_measures_drift_against_the_registered_training_profile(register
     assert beyond.any() and scored[predict.UNSEEN].to_numpy()[beyond].all()  # (another column may flag more rows)
     assert report["unseen_rows"] == int(scored[predict.UNSEEN].sum())
     predict.main(argv)  # without --fail-on-drift: warnings only, exit status 0
+
+
+def test_predict_explains_each_row_with_the_registered_means(registered, tmp_path):
+    import pandas as pd
+
+    from churn.tools import predict
+
+    rows = pd.read_parquet(registered["root"] / "data" / "prepared" / "test.parquet")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    output = tmp_path / "scored.parquet"
+    predict.main(["--input", str(tmp_path / "rows.parquet"), "--output", str(output), "--explain"])
+    scored = pd.read_parquet(output)
+    assert len(scored) == len(rows)
+    first = scored["reason_1"].str.split("=").str[0]
+    assert set(first[first != ""]) <= set(registered["params"].data.features)
+    assert (first != "").mean() > 0.9  # nearly every row has a column pushing its churn odds up

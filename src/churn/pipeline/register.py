@@ -1,7 +1,8 @@
 """register: log the full inference pipeline (raw columns in, churn probability out) and, when it passes
 the validation gate and differs from every existing version, register it and move the aliases.
 
-in: models/*.pkl, reports/{metrics,slices,data_quality}.json, data/prepared/{train,test}.parquet
+in: models/*.pkl, reports/{metrics,slices,data_quality}.json, data/prepared/{train,test}.parquet,
+data/features/train.parquet
 out: reports/register.json, reports/model_card.md
 params: register, evaluate.primary_metric, data, model.type, resources.batch_rows (the train split's profile,
 carried in the model's metadata for drift checks, is made batch by batch)
@@ -15,6 +16,7 @@ from pathlib import Path
 from churn.config import Params
 from churn.core.card import model_card
 from churn.core.drift import make_profile
+from churn.core.explain import column_means
 from churn.core.models import inference_pipeline
 from churn.core.quality import labels_of
 from churn.pipeline import entry
@@ -23,6 +25,7 @@ from churn.storage.parquet import iter_parquet, read_parquet
 from churn.storage.paths import (
     DATA_QUALITY,
     DECISION,
+    FEATURES_TRAIN,
     METRICS,
     MODEL,
     MODEL_CARD,
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 def run(params: Params) -> None:
     data, settings = params.data, params.register
     with StagedOutputs("register") as out:
-        inputs = [MODEL, PREPROCESSOR, METRICS, PREPARED_TRAIN, PREPARED_TEST]
+        inputs = [MODEL, PREPROCESSOR, METRICS, PREPARED_TRAIN, PREPARED_TEST, FEATURES_TRAIN]
         with stage_run("register", params.mlflow, inputs) as run:
             run.log_params({"register": settings.model_dump(exclude_none=True)})
             pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
@@ -66,7 +69,9 @@ def run(params: Params) -> None:
                 list(data.categorical),
                 settings.profile_bins,
             )
-            md5 = model_md5(PREPROCESSOR, MODEL, signature, profile)
+            features = (f.drop(columns=[data.target]) for f in iter_parquet(FEATURES_TRAIN, batch_rows))
+            _, feature_means = column_means(features)
+            md5 = model_md5(PREPROCESSOR, MODEL, signature, {"profile": profile, "feature_means": feature_means})
             decision = {**gate(metrics, settings.thresholds), "model_md5": md5}
             staged = {str(DECISION): out.path(DECISION), str(MODEL_CARD): out.path(MODEL_CARD)}
             with phase("logging"):
@@ -84,6 +89,7 @@ def run(params: Params) -> None:
                     labels,
                     threshold,
                     profile,
+                    feature_means,
                 )
             decision = with_serving(decision, serving)  # a model that cannot be served fails the gate
             # The test metrics on the logged model too (MLflow 3's Models view), against the held-out split.

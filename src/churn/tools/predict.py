@@ -11,6 +11,9 @@ with params `data.encoding` and `data.separator`, and its rows are cleaned as `p
 was evaluated at; --threshold overrides). CSV or parquet by file suffix; written to a temporary name, then
 renamed, so a failure leaves no output.
 
+--explain adds reason_1..reason_3: the raw columns pushing each row's churn odds up the most (`column=value
+(+log-odds)`, exact contributions: churn.core.explain; logistic regression and xgboost).
+
 Drift: a model whose metadata carries the train split's profile (the register stage records it) gets each
 column's PSI against it in --drift-report (reports/drift.json), a warning for each column above params
 `drift.warn_psi`, and with --fail-on-drift exit status 2 when one is above `drift.fail_psi` (the predictions are
@@ -182,6 +185,19 @@ def model_columns(model, params: Params) -> tuple[list[str], list[str]]:
     return numerical, categorical
 
 
+REASONS = 3  # --explain: reasons per row
+
+
+def reasons(model, features: pd.DataFrame) -> pd.DataFrame:
+    """reason_1..reason_3 of each row (churn.core.explain), from the logged pipeline and its recorded means."""
+    from churn.core.explain import contributions, top_reasons
+
+    pipeline = model.get_raw_model()
+    reference = (model.metadata.metadata or {}).get("feature_means")
+    contrib = contributions(pipeline["preprocess"], pipeline["model"], features, reference)
+    return top_reasons(contrib, features.reset_index(drop=True), REASONS)
+
+
 class DriftFailure(ChurnError):
     """A scored batch drifted past drift.fail_psi (predict --fail-on-drift)."""
 
@@ -229,6 +245,7 @@ def run(
     limits: DriftSettings | None = None,
     drift_path: Path = DRIFT_REPORT,
     fail_on_drift: bool = False,
+    explain: bool = False,
 ) -> pd.DataFrame:
     """Score `source` into `target`; with `limits` and a model that carries a training profile, measure drift
     (check_drift) and, with `fail_on_drift`, raise DriftFailure after writing the outputs."""
@@ -260,6 +277,8 @@ def run(
         raise DataError(str(source), f"rejected by the model's signature: {first_line(exc)[:300]}") from None
     if unseen is not None:
         scored = scored.assign(**{UNSEEN: unseen})
+    if explain:
+        scored = scored.join(reasons(model, features))
     write_table(scored, target)
     prob_col, label_col = output_columns(scoring.target)
     log.info(
@@ -290,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, type=Path, help="CSV or parquet file to write")
     parser.add_argument("--threshold", type=float, help="label threshold (default: the model's evaluate.threshold)")
     parser.add_argument("--params", default="params.yaml", type=Path, help="params file (default: params.yaml)")
+    parser.add_argument("--explain", action="store_true", help=f"add each row's top {REASONS} reasons")
     parser.add_argument("--drift-report", default=DRIFT_REPORT, type=Path, help=f"default: {DRIFT_REPORT}")
     parser.add_argument(
         "--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT} when a column's PSI is above drift.fail_psi"
@@ -309,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         _format(args.output)  # fail before loading the model
         try:
             drift = {"limits": limits, "drift_path": args.drift_report, "fail_on_drift": args.fail_on_drift}
-            run(params, model_uri, args.input, args.output, args.threshold, **drift)
+            run(params, model_uri, args.input, args.output, args.threshold, **drift, explain=args.explain)
         except DriftFailure as exc:
             log.error("%s", exc)
             sys.exit(DRIFT_EXIT)

@@ -64,18 +64,22 @@ def raw_signature(data: DataParams, example, proba) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, proba).outputs)
 
 
-def model_md5(preprocessor: Path, model: Path, signature: ModelSignature, profile: dict) -> str:
+def model_md5(preprocessor: Path, model: Path, signature: ModelSignature, references: dict) -> str:
     """One hash for the model, its preprocessing (as DVC recorded them), the signature it is served with and the
-    training profile it carries (a version registered without one is a different version)."""
+    references from the train split it carries in its metadata (the drift profile, the feature means that
+    explanations start from): a version registered without them is a different version."""
     text = f"{file_md5(preprocessor)}:{file_md5(model)}:{json.dumps(signature.to_dict())}"
-    text += f":{json.dumps(profile, sort_keys=True)}"
+    text += f":{json.dumps(references, sort_keys=True)}"
     return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - an identity, not a secret
 
 
-def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float, profile: dict) -> dict:
+def serving_metadata(
+    data: DataParams, labels: tuple[str, str], threshold: float, profile: dict, feature_means: list[float]
+) -> dict:
     """What scoring needs besides the model (churn.tools.predict, churn.tools.serve): the column roles, the
     target's name, its labels as the raw table spells them (negative, positive), the threshold the test
-    metrics were computed at, and the train split's profile that drift is measured against (churn.core.drift)."""
+    metrics were computed at, the train split's profile that drift is measured against (churn.core.drift) and the
+    train means of the transformed features that explanations start from (churn.core.explain)."""
     return {
         "numerical": list(data.numerical),
         "categorical": list(data.categorical),
@@ -83,6 +87,7 @@ def serving_metadata(data: DataParams, labels: tuple[str, str], threshold: float
         "labels": list(labels),
         "threshold": threshold,
         "profile": profile,
+        "feature_means": feature_means,
     }
 
 
@@ -98,6 +103,7 @@ def log_pipeline(
     labels: tuple[str, str],
     threshold: float,
     profile: dict,
+    feature_means: list[float],
 ) -> tuple[ModelInfo, dict]:
     """Log `pipeline` to run `run_id` as a LoggedModel of `experiment_id` with `params`, served by
     `predict_proba`, in the skops format, with the metadata that scoring reads (serving_metadata: `labels` as
@@ -130,7 +136,7 @@ def log_pipeline(
         sk_model=pipeline,
         signature=signature,
         input_example=example,
-        metadata=serving_metadata(data, labels, threshold, profile),
+        metadata=serving_metadata(data, labels, threshold, profile, feature_means),
         pip_requirements=pip_requirements(model_type),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=TRUSTED_TYPES[model_type],
