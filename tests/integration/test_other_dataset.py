@@ -42,13 +42,18 @@ TELCO_DATA = {
 
 
 def test_telco_by_params_alone_reaches_roc_auc_above_080(tmp_path, telco):
-    root = make_repo(tmp_path / "repo", params={"data": TELCO_DATA}, raw=telco)
+    slices = {"slices": ["Contract", "PaymentMethod"]}  # evaluate.slices names declared columns
+    root = make_repo(tmp_path / "repo", params={"data": TELCO_DATA, "evaluate": slices}, raw=telco)
     src_before = run(["git", "ls-files", "-s", "src"], root).stdout
     run([PYTHON, "-m", "churn.tools.store", "init"], root)
     run([*DVC, "repro"], root)
 
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert metrics["roc_auc"] > 0.80
+    slices = json.loads((root / "reports" / "slices.json").read_text())
+    assert sum(row["rows"] for row in slices["Contract"].values()) == sum(
+        row["rows"] for row in slices["PaymentMethod"].values()
+    )
     importance = json.loads((root / "reports" / "feature_importance.json").read_text())
     assert set(importance) == set(TELCO_DATA["numerical"]) | set(TELCO_DATA["categorical"])
     assert run(["git", "ls-files", "-s", "src"], root).stdout == src_before  # no code change

@@ -191,11 +191,15 @@ def _block(**changes) -> dict:
     }
 
 
+SLICED = ["contract_type", "payment_method"]  # params.yaml's evaluate.slices
+
+
 def test_rewrite_changes_only_the_data_block():
     text = (REPO / "params.yaml").read_text()
     lines = text.splitlines()
-    written = rewrite_data_block(text, _block())
-    assert YAML(typ="safe").load(written)["data"] == _block()
+    block = _block(categorical=[*_block()["categorical"], *SLICED])  # still declares the sliced columns
+    written = rewrite_data_block(text, block)
+    assert YAML(typ="safe").load(written)["data"] == block
     start = lines.index("data:")
     end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" "))
     new = written.splitlines()
@@ -204,6 +208,23 @@ def test_rewrite_changes_only_the_data_block():
     assert new[new_end - 1 :] == lines[end - 1 :]  # the blank line and every later line, comments included
     assert new[start + 1] == lines[start + 1]  # the block's own comment
     assert '  positive_label: "Yes"' in new
+
+
+def test_rewrite_drops_the_slices_the_new_block_does_not_declare():
+    text = (REPO / "params.yaml").read_text()
+    written = rewrite_data_block(text, _block(categorical=["contract_type", "plan"]))
+    assert YAML(typ="safe").load(written)["evaluate"]["slices"] == ["contract_type"]
+    changed = [line for line in written.splitlines() if line not in text.splitlines()]
+    assert "  slices: [contract_type]" in changed
+    assert [line for line in changed if not line.startswith("    ") and ":" in line] == [
+        "  raw_path: data/raw/telco.csv",
+        "  id_columns: [customerID]",
+        "  numerical: [SeniorCitizen, tenure, MonthlyCharges, TotalCharges]",
+        "  categorical: [contract_type, plan]",
+        "  target: Churn",
+        '  positive_label: "Yes"',
+        "  slices: [contract_type]",  # the one line changed outside the data block
+    ]
 
 
 def test_rewrite_with_the_same_block_is_byte_identical():

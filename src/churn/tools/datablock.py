@@ -265,9 +265,26 @@ def _block_lines(text: str, doc: Any, key: str) -> tuple[int, int]:
     return start, end
 
 
+def _drop_undeclared_slices(doc: Any, block: dict[str, Any]) -> list[str]:
+    """evaluate.slices without the columns the new data block does not declare (in place); ["evaluate"] when
+    that changed it, so that block is rewritten too."""
+    evaluate = doc.get("evaluate")
+    slices = evaluate.get("slices") if isinstance(evaluate, dict) else None
+    if not slices:
+        return []
+    declared = {*block.get("numerical", []), *block.get("categorical", [])}
+    dropped = [column for column in slices if column not in declared]
+    for column in dropped:
+        slices.remove(column)
+    if dropped:
+        log.info("evaluate.slices: dropped %s (not columns of the new data block)", ", ".join(map(str, dropped)))
+    return ["evaluate"] if dropped else []
+
+
 def rewrite_data_block(text: str, block: dict[str, Any], source: str = "params.yaml") -> str:
-    """params.yaml's text with its `data` block replaced by `block`; every other line kept byte for byte, and
-    the result validated as the pipeline will read it."""
+    """params.yaml's text with its `data` block replaced by `block` (and evaluate.slices without the columns it
+    no longer declares); every other line kept byte for byte, and the result validated as the pipeline will read
+    it."""
     from ruamel.yaml import YAML, YAMLError
 
     from churn.config import parse_params
@@ -284,13 +301,17 @@ def rewrite_data_block(text: str, block: dict[str, Any], source: str = "params.y
         del data[key]
     for key, value in _yaml_values(block).items():
         data[key] = value  # in place: the block's own comments stay
+    rewritten = ["data", *_drop_undeclared_slices(doc, block)]
     out = io.StringIO()
     yaml.dump(doc, out)
     dumped = out.getvalue()
-    start, end = _block_lines(text, yaml.load(text), "data")
-    new_start, new_end = _block_lines(dumped, yaml.load(dumped), "data")
     lines, new_lines = text.splitlines(keepends=True), dumped.splitlines(keepends=True)
-    result = "".join(lines[:start] + new_lines[new_start:new_end] + lines[end:])
+    spans = {key: _block_lines(text, yaml.load(text), key) for key in rewritten}
+    for key in sorted(rewritten, key=lambda k: spans[k][0], reverse=True):  # the later block first: lines move
+        start, end = spans[key]
+        new_start, new_end = _block_lines(dumped, yaml.load(dumped), key)
+        lines = lines[:start] + new_lines[new_start:new_end] + lines[end:]
+    result = "".join(lines)
     raw = YAML(typ="safe").load(result)
     if raw.get("data") != block:
         raise ChurnError(f"{source}: the rewritten data block does not read back as written: {raw.get('data')}")
