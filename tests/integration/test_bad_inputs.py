@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -35,6 +34,7 @@ import yaml
 from churn.system import file_md5
 from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, reproduce, run
+from tests.integration.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,6 @@ def repo(tmp_path_factory) -> Path:
     reproduce(root)
     assert json.loads((root / "reports" / "register.json").read_text())["passed"], "no champion to score with"
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
