@@ -108,6 +108,12 @@ class Bench:
         self.repos[name] = root
         return root
 
+    def committed(self, root: Path, message: str, *stage: str) -> None:
+        """`dvc repro [stage]` in `root`, then commit everything: the baseline an experiment branches from."""
+        dvc(root, "repro", *stage)
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-q", "-m", message], root)
+
     def alternating(self) -> tuple[int, ...]:
         """1, 2, 2, 1 (workers or jobs): the two settings alternate, so a change in the machine's load hits
         both; 1, 2 with --repeats 1."""

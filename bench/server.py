@@ -200,9 +200,7 @@ def section(b: Bench) -> dict:
     )
     rows = project_params()["generate"]["rows"]
     root = b.repo("server", rows)
-    dvc(root, "repro")  # the data and the baseline the experiments branch from
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "baseline"], root)
+    b.committed(root, "baseline")  # the data and the baseline the experiments branch from
     out: dict = {"rows": rows, "repro_s": {"local": [], "server": []}, "sweep_s": {}, "tune_s": {}}
     with (
         postgres_server() as pg,

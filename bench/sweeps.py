@@ -23,7 +23,6 @@ from bench.common import (
     median,
     project_params,
     read_records,
-    run,
     timings_env,
 )
 
@@ -147,9 +146,7 @@ def section(b: Bench) -> dict:
     )
     rows = project_params()["generate"]["rows"]
     root = b.repo("sweeps", rows)
-    dvc(root, "repro")  # the baseline the experiments branch from: only train and later stages re-run
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "baseline"], root)
+    b.committed(root, "baseline")  # the baseline the experiments branch from: only train and later stages re-run
     shutil.copyfile(root / "mlflow.db", b.work / "sweep-baseline.db")
     runs = [sweep_once(b, root, jobs, i) for i, jobs in enumerate(order)]
     shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,6 @@ from bench.common import (
     TUNE_SPEEDUP_MIN,
     Bench,
     BenchError,
-    dvc,
     heading,
     log,
     median,
@@ -94,9 +93,7 @@ def section(b: Bench) -> dict:
     pruner = {"n_startup_trials": TUNE_TRIALS, "n_warmup_steps": 0}
     settings["tune"].update(family="logistic_regression", study_name="bench", pruner=pruner)
     (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    dvc(root, "repro", "featurize")
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "featurized"], root)
+    b.committed(root, "featurized", "featurize")
     queued = queued_trials(settings)
     runs = []
     cpu = [cpu_parallelism()]
