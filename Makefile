@@ -35,13 +35,17 @@ run: data init ## the main job: setup, data, tracking store, `dvc repro`, regist
 	@$(BIN)/python -m churn.tools.store summary
 
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist), each taking whole test files (--dist loadfile: a module's fixtures,
+# such as a repository that ran the pipeline, are built once). More than the cores: most of an integration
+# test's time is spent waiting on the dvc, MLflow and server processes it starts.
+TEST_WORKERS ?= 4
 
-test: setup ## run every test (unit, stages, integration, warmfork) and print the wall time (PYTEST_ARGS=)
-	@start=$$(date +%s); $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+test: setup ## run every test (unit, stages, integration, warmfork) and print the wall time (TEST_WORKERS=4 PYTEST_ARGS=)
+	@start=$$(date +%s); $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall"; exit $$status
 
-test-fast: setup ## the edit loop: unit and stage tests only (about a minute)
-	$(BIN)/python -m pytest tests/unit tests/stages $(PYTEST_ARGS)
+test-fast: setup ## the edit loop: unit and stage tests only (under a minute)
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests/unit tests/stages $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check: the checks the git hooks run (make hooks) on every file
 	$(BIN)/ruff check src tests bench

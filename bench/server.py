@@ -23,13 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from churn.tools.postgres import free_port
 from churn.tools.proxy import CountingProxy, summary
 from churn.tools.sandbox import project_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from bench.run import Bench
+    from bench.common import Bench
 
 log = logging.getLogger("bench.server")
 
@@ -39,14 +40,6 @@ SWEEP = "model.C=0.01,0.1,1,10"
 TRIALS = 10
 CALLS = 200  # API calls timed per server
 STAGES = ("prepare", "featurize", "train", "evaluate", "register")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -152,7 +145,8 @@ def api_latency(servers: dict[str, dict], calls: int = CALLS) -> dict[str, float
 
 def sweep_wall(root: Path, env: dict[str, str], work: Path, label: str) -> float:
     """Queue the 4 experiments and run them at -j 2 from the same starting state: seconds to the last one."""
-    from bench.run import dvc, start_queue, timings_env, wait_for_queue, wait_for_workers
+    from bench.common import dvc, timings_env
+    from bench.sweeps import start_queue, wait_for_queue, wait_for_workers
 
     dvc(root, "queue", "remove", "--all")
     dvc(root, "exp", "remove", "--all-commits")
@@ -173,7 +167,7 @@ def sweep_wall(root: Path, env: dict[str, str], work: Path, label: str) -> float
 
 
 def tune_wall(root: Path, env: dict[str, str], study: str) -> float:
-    from bench.run import run
+    from bench.common import run
 
     command = [str(root / "bin" / "py"), "-m", "churn.tools.tune", "--no-progress", "--trials", str(TRIALS)]
     wall, _ = run([*command, "--study", study], root, env)
@@ -183,7 +177,7 @@ def tune_wall(root: Path, env: dict[str, str], study: str) -> float:
 def counted_repro(root: Path, server: dict) -> dict[str, dict[str, int]]:
     """One `dvc repro -f` through the counting proxy: requests per stage (each stage begins with its health
     check), by endpoint."""
-    from bench.run import dvc
+    from bench.common import dvc
 
     with CountingProxy(server["url"]) as proxy:
         dvc(root, "repro", "-f", env=client_env({**server, "url": proxy.url}))
@@ -197,7 +191,8 @@ def counted_repro(root: Path, server: dict) -> dict[str, dict[str, int]]:
 
 
 def section(b: Bench) -> dict:
-    from bench.run import dvc, heading, median, new_database, postgres_server, project_params, run
+    from bench.common import dvc, heading, median, postgres_server, project_params, run
+    from churn.tools import postgres
 
     heading(
         "server: the local sqlite store (a) against `make server` (b: basic auth, PostgreSQL, 4 workers), "
@@ -205,13 +200,11 @@ def section(b: Bench) -> dict:
     )
     rows = project_params()["generate"]["rows"]
     root = b.repo("server", rows)
-    dvc(root, "repro")  # the data and the baseline the experiments branch from
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-q", "-m", "baseline"], root)
+    b.committed(root, "baseline")  # the data and the baseline the experiments branch from
     out: dict = {"rows": rows, "repro_s": {"local": [], "server": []}, "sweep_s": {}, "tune_s": {}}
     with (
         postgres_server() as pg,
-        new_database(pg, "bench_server") as database,
+        postgres.database(pg, "bench_server") as database,
         tracking_server(b.work / "server", database) as server,
     ):
         run([sys.executable, "-m", "churn.tools.store", "init"], root, client_env(server))

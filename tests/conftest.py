@@ -21,6 +21,35 @@ SAMPLE_SEED = 42
 TELCO = REPO.parent / "shared" / "data" / "telco-customer-churn" / "Telco-Customer-Churn.csv"
 
 
+# The test modules that take longest (minutes: repositories, tracking servers, fresh clones), longest first.
+# `make test` runs test files side by side (pytest-xdist, --dist loadfile), handing each worker the next file in
+# collection order; these go first, so that the run does not end with one of them still going alone.
+SLOWEST_FIRST = (  # from `make test`'s durations, 2026-12-08
+    "integration/test_failures.py",
+    "integration/test_experiments.py",
+    "integration/test_cross_cpu.py",
+    "integration/test_fresh_clone.py",
+    "integration/test_bad_inputs.py",
+    "integration/test_tune.py",
+    "integration/test_readme.py",
+    "integration/test_share_experiments.py",
+    "integration/test_request_budget.py",
+    "integration/test_tune_workers.py",
+    "integration/test_other_dataset.py",
+    "integration/test_own_data.py",
+    "integration/test_pipeline.py",
+    "integration/test_data_versions.py",
+    "integration/test_review_artifacts.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """SLOWEST_FIRST's modules first, in its order; the rest as collected (a stable sort: each module's tests
+    keep their order)."""
+    rank = {REPO / "tests" / name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path, len(rank)))
+
+
 def require(condition: object, missing: str) -> None:
     """Skip the test unless `condition` holds, in one line naming what is missing and how to get it; under
     CI=true fail instead: .ci/run provides every service, browser and file the tests need, so a skip in CI

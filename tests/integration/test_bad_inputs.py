@@ -11,7 +11,8 @@ repository that ran the pipeline once. Every case must end with:
   what DVC itself writes for it: `-S` rewrites params.yaml, a changed raw file updates its .dvc pointer) and
   outputs DVC removed before running the failing stage.
 
-After each case the repository is put back as the README's "When a run fails" says (git checkout, dvc checkout).
+After each case that ran DVC (and any other that changed something) the repository is put back as the README's
+"When a run fails" says (git checkout, dvc checkout).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -34,6 +34,7 @@ import yaml
 from churn.system import file_md5
 from tests.conftest import project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, reproduce, run
+from tests.integration.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +53,6 @@ def repo(tmp_path_factory) -> Path:
     reproduce(root)
     assert json.loads((root / "reports" / "register.json").read_text())["passed"], "no champion to score with"
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +151,19 @@ def restore(root: Path) -> None:
     """README, "When a run fails": the committed files from git, the recorded outputs from the DVC cache."""
     run(["git", "checkout", "--", "."], root)
     run([*DVC, "checkout", "--force", "--quiet"], root)
+
+
+def is_pristine(root: Path) -> bool:
+    try:
+        assert_pristine(root)
+    except AssertionError:
+        return False
+    return True
+
+
+# The kinds of case that run DVC in the repository. The others only read it (predict writes to the test's own
+# folder, the server answers from memory), so they restore it only when the checks found it changed.
+CHANGE_THE_REPOSITORY = {"data", "params"}
 
 
 def one_error_line(output: str, prefix: str = "error: ") -> str:
@@ -540,7 +548,8 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(name, repo, server, tmp
             changed = run_serve_case(server, case)
         assert_nothing_left(repo, before, changed | ({RAW} if case.kind == "data" else set()))
     finally:
-        restore(repo)
+        if case.kind in CHANGE_THE_REPOSITORY or not is_pristine(repo):
+            restore(repo)
     assert_pristine(repo)
 
 

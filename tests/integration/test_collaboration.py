@@ -51,7 +51,7 @@ def new_project(root: Path, endpoint: str) -> Path:
     run(["git", "init", "-q", "-b", "main"], root)
     run([*DVC, "init", "-q"], root)
     shutil.copyfile(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    # README, "A shared DVC remote on S3": exactly these commands.
+    # docs/experiments.md, "Sharing data: the DVC remote": exactly these commands.
     run([*DVC, "remote", "add", "-d", "s3", REMOTE_URL], root)
     run([*DVC, "remote", "modify", "s3", "endpointurl", endpoint], root)
     run([*DVC, "remote", "modify", "--local", "s3", "access_key_id", S3_ENV["AWS_ACCESS_KEY_ID"]], root)

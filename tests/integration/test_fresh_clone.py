@@ -1,14 +1,16 @@
 """The README's promise: `make run` on a fresh clone works, prints the test ROC AUC, and leaves git clean.
 
 This clones the repository's committed HEAD (uncommitted work is not part of a clone), so it checks exactly
-what a user gets. It builds its own .venv (fast when the package cache is warm, as it is after `make test`'s
-own setup).
+what a user gets. It builds its own .venv once (fast when the package cache is warm, as it is after `make
+test`'s own setup), shared by both tests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,20 @@ def fresh_shell_env() -> dict[str, str]:
     return env
 
 
-def test_make_run_on_a_fresh_clone_then_an_experiment(tmp_path):
-    clone = tmp_path / "x"
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
+    """One clone, its .venv built and `make run` done once, shared by the tests below: (clone, env, output)."""
+    base = tmp_path_factory.mktemp("fresh-clone")
+    clone = base / "x"
     env = fresh_shell_env()
-    run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path, env)
-
+    run(["git", "clone", "-q", str(REPO), str(clone)], base, env)
     result = run(["make", "run"], clone, env, timeout=1200)
-    assert "roc_auc" in result.stdout + result.stderr
+    return clone, env, result.stdout + result.stderr
+
+
+def test_make_run_on_a_fresh_clone_then_an_experiment(fresh_clone):
+    clone, env, output = fresh_clone
+    assert "roc_auc" in output
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
 
     again = run(["make", "run"], clone, env)
@@ -51,11 +60,18 @@ def test_make_run_on_a_fresh_clone_then_an_experiment(tmp_path):
     assert {c.data.tags["dvc.stage"] for c in children[named[0].info.run_id]} == {"train", "evaluate", "register"}
 
 
-def test_make_run_on_a_fresh_clone_as_another_cpu_would(tmp_path):
+def test_make_run_on_a_fresh_clone_as_another_cpu_would(fresh_clone):
     """A CPU where OpenBLAS would pick another kernel (simulated by OPENBLAS_CORETYPE, which is what OpenBLAS
-    reads) gets the committed dvc.lock too: the stages pin their own kernel."""
-    clone = tmp_path / "x"
-    env = {**fresh_shell_env(), "OPENBLAS_CORETYPE": "SkylakeX" if "avx512f" in cpu_flags() else "Prescott"}
-    run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path, env)
-    run(["make", "run"], clone, env, timeout=1200)
-    assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
+    reads) gets the committed dvc.lock too: the stages pin their own kernel. The clone's committed state (an
+    experiment may be applied), then every stage run again under that kernel (-f: not restored from DVC's
+    run-cache), by a warm stage server of its own started in this environment (not one the first run left)."""
+    clone, env, _ = fresh_clone
+    warm = tempfile.mkdtemp(prefix="warmfork-cpu-")  # mode 0700, as WARMFORK_DIR must be
+    env = {**env, "OPENBLAS_CORETYPE": "SkylakeX" if "avx512f" in cpu_flags() else "Prescott", "WARMFORK_DIR": warm}
+    try:
+        run(["git", "checkout", "--", "."], clone, env)
+        run(["bin/dvc", "repro", "-f"], clone, env, timeout=1200)
+        assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
+    finally:
+        run(["bin/py", "-m", "warmfork", "--stop", "--all"], clone, env, check=False)
+        shutil.rmtree(warm, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""README "Your own data" end to end: the Telco file, the data-block command with --write, the printed
+"""docs/own-data.md end to end: the Telco file, the data-block command with --write, the printed
 `git add` line, the pipeline, then every DVC command a collaborator runs.
 
 The project starts as a clone that never pulled the bundled sample (its pointer in git, its file in no cache):

@@ -1,9 +1,9 @@
-"""The README's commands work as written, in a fresh shell with nothing activated.
+"""The commands of the README and of docs/ work as written, in a fresh shell with nothing activated.
 
-Convention: every ```sh, ```bash or ```console block in README.md holds commands that run from the
+Convention: every ```sh, ```bash or ```console block in README.md and docs/*.md holds commands that run from the
 repository root without activating anything (in a ```console block, the lines starting with `$ `). A block
 right after the line `<!-- tests/integration/test_readme.py runs the next block ... -->` is also run
-here, line by line, on a temporary repository of the project.
+here, line by line, on a temporary repository of the project (one block, in README.md).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from tests.conftest import REPO, project_env
 from tests.integration.helpers import make_repo, mlflow_runs, parents_and_children, run
 
 README = REPO / "README.md"
+DOCUMENTS = (README, *sorted((REPO / "docs").glob("*.md")))  # the newcomer's page and its reference pages
 SHELL_LANGUAGES = {"sh", "bash", "console"}
 RUN_MARK = "<!-- tests/integration/test_readme.py runs the next block"
 OPERATORS = {"&&", "||", ";", "|", "&"}
-PROGRAMS = {"make", "bin/dvc", "bin/py", "git", "cd", "curl"}  # and .venv/bin/<anything but dvc>
+PROGRAMS = {"make", "bin/dvc", "bin/py", "git", "cd", "curl", "cp", "chmod"}  # and .venv/bin/<anything but dvc>
 SHELL_BUILTINS = {"export", "set", "."}  # settings for the next command (`set -a && . ./.env && set +a`)
 QUEUE_TIMEOUT_S = 480
 ORPHANED_LIMIT_S = 60  # tasks queued and no worker alive for this long: the workers died
@@ -53,7 +54,7 @@ def shell_blocks(text: str) -> list[tuple[bool, list[str]]]:
             body.append(line)
         if line.strip():
             previous = line.strip()
-    assert language is None, "README.md has a code block that is never closed"
+    assert language is None, "a code block is never closed"
     return blocks
 
 
@@ -77,7 +78,7 @@ def commands(lines: list[str], console: bool = False) -> list[str]:
         if tokens:
             found.append(pending)
         pending = ""
-    assert not pending, f"README.md: unfinished command {pending!r}"
+    assert not pending, f"unfinished command {pending!r}"
     return found
 
 
@@ -101,25 +102,55 @@ def problem(segment: list[str]) -> str | None:
     if program in PROGRAMS | SHELL_BUILTINS or program.startswith(".venv/bin/") or segment[:2] == ["docker", "compose"]:
         return None
     return (
-        f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd, curl or docker compose "
-        "(after export, set or . for settings)"
+        f"starts with {program!r}; use make, bin/dvc, bin/py, .venv/bin/..., git, cd, curl, cp, chmod or "
+        "docker compose (after export, set or . for settings)"
     )
 
 
 README_BLOCKS = shell_blocks(README.read_text())
 
 
-def test_every_readme_command_runs_without_activating_anything():
+def checked_commands(path: Path) -> tuple[int, list[str]]:
+    """How many simple commands the shell blocks of `path` hold, and those that would not run as written."""
     checked = 0
     bad = []
-    for _, block in README_BLOCKS:
+    for _, block in shell_blocks(path.read_text()):
         for command in block:
             for segment in segments(command):
                 checked += 1
                 if reason := problem(segment):
                     bad.append(f"{shlex.join(segment)}: {reason}")
-    assert checked >= 20, f"only {checked} commands found in README.md's shell blocks"
-    assert bad == []
+    return checked, bad
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: str(path.relative_to(REPO)))
+def test_every_command_shown_runs_without_activating_anything(path):
+    assert checked_commands(path)[1] == []
+
+
+def test_every_make_target_shown_is_in_the_makefile():
+    targets = set(re.findall(r"^([a-zA-Z_-]+):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    shown = {
+        (path.name, word)
+        for path in DOCUMENTS
+        for _, block in shell_blocks(path.read_text())
+        for command in block
+        for segment in segments(command)
+        if segment[0] == "make"
+        for word in segment[1:]
+        if "=" not in word and not word.startswith("-")
+    }
+    assert {"run", "test", "test-fast", "tune", "serve"} <= {target for _, target in shown}
+    assert {(name, target) for name, target in shown if target not in targets} == set()
+
+
+def test_the_readme_and_the_docs_show_the_commands():
+    assert {"experiments.md", "tuning.md", "team-server.md", "tracking.md"} <= {p.name for p in DOCUMENTS}
+    counts = {path.name: checked_commands(path)[0] for path in DOCUMENTS}
+    assert counts["README.md"] >= 20, counts
+    assert sum(counts.values()) - counts["README.md"] >= 20, counts
+    marked = [path.name for path in DOCUMENTS if any(is_marked for is_marked, _ in shell_blocks(path.read_text()))]
+    assert marked == ["README.md"], "the run mark belongs to the README's experiments block"
 
 
 def test_the_parser_reads_the_conventions():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import yaml
 from tests.conftest import REPO, project_env
 from tests.integration.helpers import DVC, PYTHON, make_repo, run
 from tests.integration.helpers import reproduce as run_pipeline
+from tests.integration.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -274,12 +274,6 @@ def test_predict_missing_column_is_one_line_naming_file_and_column(repo, rows, t
 
 
 # --- serving ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_make_serve_answers_with_the_batch_scores(repo, scored_csv):

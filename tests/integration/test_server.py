@@ -28,7 +28,7 @@ STAGES = {"prepare", "featurize", "train", "evaluate", "register"}
 
 
 def client_env(url: str, user: str, token: str) -> dict[str, str]:
-    """What a team member exports to log to the server (README: "Switching to the tracking server")."""
+    """What a team member exports to log to the server (docs/tracking.md, "The tracking server")."""
     return project_env(
         **{"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": token}
     )

@@ -101,7 +101,9 @@ def test_make_server_refuses_sqlite_and_names_the_variable(tmp_path):
     state = REPO / ".mlflow-server"
     existed = state.exists()
     env = admin_env(MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW_PORT=str(port))
-    result = subprocess_run(["make", "--no-print-directory", "server"], env, REPO)
+    # `-o .venv/.installed`: in a git worktree sharing another checkout's .venv, `make setup` would re-point the
+    # venv's editable install of the package at this checkout.
+    result = subprocess_run(["make", "-o", ".venv/.installed", "--no-print-directory", "server"], env, REPO)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [

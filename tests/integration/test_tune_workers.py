@@ -29,9 +29,12 @@ from tests.integration.services import optuna_storage, postgres_database
 TRIALS = 12
 # The default study name (`make tune` below names none): family logistic_regression, metric roc_auc.
 STUDY = "churn-logistic_regression-roc_auc"
-# Heartbeats every second; a trial without one for 40 s is stale. Until the killed worker's trial is failed the
-# run is open, and a late worker finds it so even on a busy machine (where a worker can take 15 s to start).
-FAULTS = ["--heartbeat-interval", "1", "--grace-period", "40"]
+# Heartbeats every second; a trial without one for 20 s is stale: longer than workers started together take to
+# begin their first trials one after another on a busy machine (the first one stopped waits for the last one).
+# The late worker, which must find the run open however long it takes to start, is started while every other
+# worker is stopped mid-trial, and with a grace period longer than the test: it fails none of their trials.
+FAULTS = ["--heartbeat-interval", "1", "--grace-period", "20"]
+LATE_FAULTS = ["--heartbeat-interval", "1", "--grace-period", "900"]
 # No pruning: every trial runs its three folds, so the study's count of complete trials is exact.
 TUNE_PARAMS = {"pruner": {"n_startup_trials": 1000, "n_warmup_steps": 0}}
 START_S = 120  # for a worker to start its first trial (imports, data, MLflow)
@@ -68,11 +71,13 @@ def study_storage(cluster):
         yield storage
 
 
-def start_worker(clone: Path, env: dict[str, str], storage: str, logs: Path) -> subprocess.Popen:
+def start_worker(
+    clone: Path, env: dict[str, str], storage: str, logs: Path, faults: list[str] = FAULTS
+) -> subprocess.Popen:
     """One worker, as `make tune` starts it (bin/py execs Python, so the pid is the worker's own)."""
     command = ["bin/py", "-m", "churn.tools.tune", "--no-progress", "--storage", storage, "--trials", str(TRIALS)]
     with (logs / f"{clone.name}.log").open("w") as out:
-        return subprocess.Popen([*command, *FAULTS], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([*command, *faults], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_for_run(storage: RDBStorage) -> dict:
@@ -140,16 +145,21 @@ def test_three_clones_one_killed_worker_one_study(cluster, study_storage, tmp_pa
     try:
         started = wait_for_run(study_storage)
         killed = stop_each_mid_trial(workers, study_storage)[2]
-        # A worker one commit ahead tries to join the run while it is open: the last worker's trial is stopped,
-        # and it will not be stale for 40 s. (Only once the run is recorded: a first worker at another commit
-        # would make the run its own, and the others would be the ones refused.)
-        late = start_worker(clones[3], env, storage, tmp_path)
+        # A worker one commit ahead tries to join the run while it is open: every worker is stopped mid-trial,
+        # so no trial can finish or be failed as stale until it has been refused. (Only once the run is
+        # recorded: a first worker at another commit would make the run its own, and the others would be the
+        # ones refused.)
+        late = start_worker(clones[3], env, storage, tmp_path, LATE_FAULTS)
         workers.append(late)
-        for worker in workers[:2]:
-            os.kill(worker.pid, signal.SIGCONT)
         late.wait(timeout=300)
+        # The last worker dies; the two others go on, and the first of them to look fails its trial as stale
+        # (its last heartbeat is older than the grace period) and queues it again. Their own trials' heartbeats
+        # are as old, but each worker's heartbeat thread writes again the moment it resumes, before its trial
+        # can end and look for stale ones.
         os.kill(workers[2].pid, signal.SIGKILL)
         workers[2].wait(timeout=30)
+        for worker in workers[:2]:
+            os.kill(worker.pid, signal.SIGCONT)
         for worker in workers[:2]:
             worker.wait(timeout=600)
     finally:

@@ -26,9 +26,18 @@ class Model:
         return np.column_stack([1 - positive, positive])
 
 
-def call(body: bytes, content_type: str | None = "application/json", method="POST", path="/invocations", chunk=None):
-    """(status, parsed body) of one request; `chunk` sends the body in pieces without a Content-Length."""
+def call(
+    body: bytes,
+    content_type: str | None = "application/json",
+    method="POST",
+    path="/invocations",
+    chunk=None,
+    expect=False,
+):
+    """(status, parsed body) of one request; `chunk` sends the body in pieces without a Content-Length, `expect`
+    has the client wait for `100 Continue` before it sends the body (which it then never does here)."""
     headers = [(b"content-type", content_type.encode())] if content_type is not None else []
+    headers += [(b"expect", b"100-continue")] if expect else []
     if chunk is None:
         headers.append((b"content-length", str(len(body)).encode()))
         pieces = [body]
@@ -38,6 +47,7 @@ def call(body: bytes, content_type: str | None = "application/json", method="POS
     sent: list[dict] = []
 
     async def receive() -> dict:
+        assert not expect, "the application read a body the client was told not to send"
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
@@ -45,7 +55,7 @@ def call(body: bytes, content_type: str | None = "application/json", method="POS
 
     scope = {"type": "http", "method": method, "path": path, "headers": headers}
     asyncio.run(App(Model(), SCORING, LIMIT, "models:/m@champion")(scope, receive, send))
-    assert not messages, "the application must read the whole request"
+    assert expect or not messages, "the application must read the whole request"
     status = sent[0]["status"]
     raw = b"".join(m.get("body", b"") for m in sent[1:])
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1  # one line
@@ -113,10 +123,16 @@ def test_bad_requests_get_one_line_and_no_stack_trace(body, content_type, status
 
 @pytest.mark.parametrize("chunk", [None, 100])
 def test_a_body_over_the_limit_is_refused_whole_but_read_to_its_end(chunk):
-    status, body = call(split([[20, "basic"]] * 200), chunk=chunk)
+    big = split([[20, "basic"]] * 200)
+    status, body = call(big, chunk=chunk)
     assert status == 413 and body["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "over the limit of" in body["message"]
+    assert body["message"].startswith(f"request body is {len(big)} bytes, over the limit of")
     assert call(split([[20, "basic"]] * 10), chunk=7)[0] == 200  # a small body in pieces is fine
+
+
+def test_a_client_waiting_for_100_continue_is_refused_by_its_content_length_before_it_sends():
+    status, body = call(split([[20, "basic"]] * 200), expect=True)  # call() fails if the body is read
+    assert status == 413 and "over the limit of" in body["message"]
 
 
 def test_other_paths_and_methods():
@@ -124,3 +140,6 @@ def test_other_paths_and_methods():
     assert call(b"", None, "GET", "/version")[1]["model"] == "models:/m@champion"
     assert call(b"", None, "GET", "/invocations")[0] == 405
     assert call(b"", None, "GET", "/nowhere")[0] == 404
+    assert call(b"", None, "GET", "/ping/")[0] == 404, "no redirect"
+    assert call(b"{}", None, "POST", "/ping")[1]["message"] == "/ping takes GET, not POST"
+    assert call(b"", None, "GET", "/nowhere")[1]["message"] == "no such path '/nowhere'; POST /invocations scores rows"

@@ -260,7 +260,7 @@ def test_a_bad_setting_is_one_line_naming_its_variable(tmp_path, name, value):
         tool.read_settings({**ADMIN, "MLFLOW_BACKEND_STORE_URI": PG, name: value}, tmp_path)
 
 
-# --- make server, and the README's commands for it ----------------------------------------------------------------
+# --- make server, and docs/team-server.md's commands for it ---------------------------------------------------------
 
 
 def test_make_server_runs_the_tool_in_the_foreground():
@@ -271,15 +271,15 @@ def test_make_server_runs_the_tool_in_the_foreground():
     assert re.search(r"^\.PHONY:.*\bserver\b", makefile, flags=re.MULTILINE)
 
 
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
+def doc_section(name: str, title: str) -> str:
+    text = (REPO / name).read_text()
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, f"README.md: no section {title!r}"
+    assert match, f"{name}: no section {title!r}"
     return match[1]
 
 
-def test_readme_section_starts_the_server_with_what_the_tool_needs():
-    section = readme_section("A team server without Docker")
+def test_the_docs_start_the_server_with_what_the_tool_needs():
+    section = doc_section("docs/team-server.md", "`make server`")
     blocks = re.findall(r"^```sh\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
     assert blocks, "no sh block"
     commands = [line.split("#", 1)[0].strip() for line in blocks[0].splitlines()]

@@ -145,7 +145,7 @@ def root(tmp_path, monkeypatch):
 
 
 def test_a_trial_sets_the_params_keys_the_train_stage_reads(params_raw):
-    from churn.tools.tune import trial_model
+    from churn.tools.tune.search import trial_model
 
     model = parse_params(params_raw).model
     lr = trial_model(model, "logistic_regression", {"C": 0.25})
@@ -157,7 +157,7 @@ def test_a_trial_sets_the_params_keys_the_train_stage_reads(params_raw):
 
 
 def test_a_trial_searches_each_dimension_in_its_own_type(params_raw):
-    from churn.tools.tune import suggest
+    from churn.tools.tune.search import suggest
 
     params_raw["tune"]["space"]["logistic_regression"]["class_weight"] = {"choices": [None, "balanced"]}
     tune = tune_of(params_raw)
@@ -178,7 +178,7 @@ def test_a_trial_searches_each_dimension_in_its_own_type(params_raw):
 
 
 def test_resolved_settings_fill_family_study_and_storage(params_raw, root):
-    from churn.tools.tune import resolve
+    from churn.tools.tune.search import resolve
 
     tune = tune_of(params_raw)
     settings = resolve(tune, "random_forest")
@@ -201,13 +201,13 @@ def test_resolved_settings_fill_family_study_and_storage(params_raw, root):
     ],
 )
 def test_storage_is_absolute_against_the_repository_root(root, url, expected):
-    from churn.tools.tune import resolve_storage
+    from churn.tools.tune.storage import resolve_storage
 
     assert resolve_storage(url) == expected.format(root=root)
 
 
 def test_apply_command_round_trips_values():
-    from churn.tools.tune import apply_command
+    from churn.tools.tune.apply import apply_command
 
     record = {"params": {"model.type": "logistic_regression", "model.C": 0.1 + 0.2, "model.class_weight": None}}
     overrides = apply_command(record)[apply_command(record).index("run") + 1 :]
@@ -226,7 +226,7 @@ def _run(study: optuna.Study, trials: int) -> None:
 
 
 def test_sampler_is_seeded_per_trial():
-    from churn.tools.tune import seeded_tpe
+    from churn.tools.tune.search import seeded_tpe
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     one_go = optuna.create_study(sampler=seeded_tpe(3))
@@ -242,7 +242,7 @@ def test_sampler_is_seeded_per_trial():
 
 
 def test_missing_featurize_outputs_say_to_run_the_pipeline(params_raw, tmp_path, monkeypatch):
-    from churn.tools.tune import load_inputs
+    from churn.tools.tune.objective import load_inputs
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ChurnError, match=r"^data/prepared/train\.parquet: not found; .*run `make run` first$"):
@@ -253,7 +253,7 @@ def test_missing_featurize_outputs_say_to_run_the_pipeline(params_raw, tmp_path,
 
 
 def test_a_run_is_open_while_it_has_trials_to_go_and_a_worker_at_work():
-    from churn.tools.tune import run_is_open
+    from churn.tools.tune.study import run_is_open
 
     record = {"target": 10, "started": 1000.0, "grace_period": 60}
     assert run_is_open(record, finished=3, running=1, now=5000.0)  # a trial running
@@ -265,7 +265,8 @@ def test_a_run_is_open_while_it_has_trials_to_go_and_a_worker_at_work():
 @pytest.fixture
 def study_storage(tmp_path):
     """A heartbeat storage (1 s heartbeats, stale after 2 s) in a sqlite file, and the stale-trial handler."""
-    from churn.tools.tune import Faults, StaleTrials, open_storage
+    from churn.tools.tune.storage import Faults, open_storage
+    from churn.tools.tune.study import StaleTrials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     faults = Faults(heartbeat_interval=1, grace_period=2, max_retry=1)
@@ -275,7 +276,7 @@ def study_storage(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked by hand, as a dead worker did
 def test_a_worker_joins_the_open_run_at_its_commit_and_refuses_another(study_storage):
-    from churn.tools.tune import RUN_ATTR, join_run
+    from churn.tools.tune.study import RUN_ATTR, join_run
 
     storage, faults, _ = study_storage
     study = optuna.create_study(storage=storage, study_name="s")
@@ -298,7 +299,9 @@ def test_a_worker_joins_the_open_run_at_its_commit_and_refuses_another(study_sto
 
 
 def test_a_study_refuses_other_data_in_one_line(tmp_path, params_raw, root):
-    from churn.tools.tune import load_or_create_study, open_storage, resolve, study_fingerprint
+    from churn.tools.tune.search import resolve
+    from churn.tools.tune.storage import open_storage
+    from churn.tools.tune.study import load_or_create_study, study_fingerprint
 
     params = parse_params(params_raw)
     settings = resolve(tune_of(params_raw).override(storage=f"sqlite:///{tmp_path / 'o.db'}"), "logistic_regression")
@@ -330,7 +333,7 @@ class Tracker:
 def test_a_dead_worker_trial_is_failed_retried_and_run_by_a_live_worker(study_storage):
     import time
 
-    from churn.tools.tune import work
+    from churn.tools.tune.worker import work
 
     storage, faults, stale = study_storage
     stale.tracker = tracker = Tracker()
@@ -354,7 +357,9 @@ def test_a_dead_worker_trial_is_failed_retried_and_run_by_a_live_worker(study_st
 
 
 def test_local_workers_need_a_database_server(params_raw, root):
-    from churn.tools.tune import Faults, resolve, run_workers, worker_command
+    from churn.tools.tune.local_workers import run_workers, worker_command
+    from churn.tools.tune.search import resolve
+    from churn.tools.tune.storage import Faults
 
     settings = resolve(tune_of(params_raw), "logistic_regression")
     with pytest.raises(ChurnError, match=r"^--workers 2 needs a study on a database server, not sqlite:///"):
@@ -368,7 +373,7 @@ def test_local_workers_need_a_database_server(params_raw, root):
 
 
 def test_the_grace_period_must_exceed_the_heartbeat_interval(capsys):
-    from churn.tools.tune import main
+    from churn.tools.tune.cli import main
 
     with pytest.raises(SystemExit) as caught:
         main(["--heartbeat-interval", "10", "--grace-period", "10"])

@@ -24,23 +24,23 @@ works and answers [[p_negative, p_positive], ...] per row.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from churn.core.schema import clean_features
 from churn.errors import ChurnError, DataError
 from churn.system import first_line
 from churn.tools.predict import Scoring, check_columns, output_columns, score
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    Receive = Callable[[], Awaitable[dict]]
-    Send = Callable[[dict], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -159,84 +159,113 @@ def predictions(frame: pd.DataFrame, model, scoring: Scoring) -> list[dict[str, 
     ]
 
 
-# --- the ASGI application ---------------------------------------------------------------------------------------
+# --- the application: Starlette's routing, our body limit and one-line JSON errors --------------------------------
 
 
-class Disconnected(Exception):
-    """The client went away before sending its whole request."""
+class OneLineJSON(JSONResponse):
+    """A JSON body on one line, ended by a newline (what `curl` shows, and what clients read line by line)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False).encode() + b"\n"
 
 
-class App:
-    """A plain ASGI application (run by uvicorn) around one loaded model."""
+def error(status: int, code: str, message: str) -> OneLineJSON:
+    return OneLineJSON({"error_code": code, "message": message}, status_code=status)
+
+
+async def receive_body(request: Request, keep: int) -> tuple[bytes, int]:
+    """The body's chunks while they add up to at most `keep` bytes, and the body's whole size. What passes `keep`
+    is read and dropped: a client sends its whole body before it reads the answer, and a server that closes on
+    unread bytes resets the connection under it, so the client would never see the error."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= keep:
+            chunks.append(chunk)
+    return b"".join(chunks), size
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) past the limit, holding at most the limit in memory. An over-long
+    Content-Length is refused before a byte is read: at once when the client waits for `100 Continue` (it then
+    sends nothing), else by dropping what it sends. (Starlette's own max_body_size answers in plain text.)"""
+    declared = request.headers.get("content-length", "")
+    over = declared.isdigit() and int(declared) > max_bytes
+    body, size = b"", 0
+    if not (over and request.headers.get("expect", "").lower() == "100-continue"):
+        body, size = await receive_body(request, 0 if over else max_bytes)
+    if over or size > max_bytes:
+        raise RequestError(
+            413,
+            f"request body is {max(size, int(declared or 0))} bytes, over the limit of {max_bytes / 2**20:g} MB "
+            "(--max-request-mb); send fewer rows per request",
+            "REQUEST_LIMIT_EXCEEDED",
+        )
+    return body
+
+
+async def drain(request: Request) -> None:
+    """Read the body to its end, for an answer that needs none of it (the connection stays usable)."""
+    with contextlib.suppress(ClientDisconnect):
+        await receive_body(request, 0)
+
+
+async def _refused(_request: Request, exc: RequestError) -> Response:
+    return error(exc.status, exc.code, str(exc))
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    await drain(request)
+    return error(404, "NOT_FOUND", f"no such path {request.url.path!r}; POST /invocations scores rows")
+
+
+async def _not_allowed(request: Request, exc: HTTPException) -> Response:
+    await drain(request)
+    # The route's methods, from the Allow header, without the HEAD that Starlette adds to a GET route.
+    allowed = " or ".join(sorted(set((exc.headers or {})["Allow"].split(", ")) - {"HEAD"}))
+    return error(405, "METHOD_NOT_ALLOWED", f"{request.url.path} takes {allowed}, not {request.method}")
+
+
+async def _gone(_request: Request, _exc: Exception) -> Response:
+    return Response(status_code=400)  # the client went away before sending its whole request: nobody reads this
+
+
+class App(Starlette):
+    """The scoring server (run by uvicorn): Starlette's routing around one loaded model."""
 
     def __init__(self, model, scoring: Scoring, max_bytes: int, model_uri: str = "") -> None:
         self.model, self.scoring, self.max_bytes, self.model_uri = model, scoring, max_bytes, model_uri
+        routes = [
+            Route("/ping", self.ok, methods=["GET"]),
+            Route("/health", self.ok, methods=["GET"]),
+            Route("/version", self.version, methods=["GET"]),
+            Route("/invocations", self.invocations, methods=["POST"]),
+        ]
+        handlers = {RequestError: _refused, ClientDisconnect: _gone, 404: _not_found, 405: _not_allowed}
+        super().__init__(routes=routes, exception_handlers=handlers)
+        self.router.redirect_slashes = False  # /ping/ is no such path, as before, not a redirect
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
+    async def ok(self, request: Request) -> Response:
+        await drain(request)
+        return OneLineJSON({"status": "ok"})
+
+    async def version(self, request: Request) -> Response:
+        from mlflow.version import VERSION
+
+        await drain(request)
+        return OneLineJSON({"mlflow": VERSION, "model": self.model_uri})
+
+    async def invocations(self, request: Request) -> Response:
         try:
-            status, body = await self._route(scope, receive)
-        except RequestError as exc:
-            status, body = exc.status, {"error_code": exc.code, "message": str(exc)}
-        except Disconnected:
-            return
+            body = await read_body(request, self.max_bytes)
+            frame = parse(body, request.headers.get("content-type", ""), self.scoring)
+            rows = await run_in_threadpool(predictions, frame, self.model, self.scoring)
+        except (RequestError, ClientDisconnect):
+            raise
         except Exception:  # the details are the server's (its log), the client gets one line
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            status, body = 500, {"error_code": "INTERNAL_ERROR", "message": "the model failed; see the server log"}
-        await _respond(send, status, body)
-
-    async def _route(self, scope: dict, receive: Receive) -> tuple[int, Any]:
-        method, path = scope["method"], scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        body = await self._body(headers, receive)  # whatever the path: the connection stays usable
-        routes = {"/ping": "GET", "/health": "GET", "/version": "GET", "/invocations": "POST"}
-        if path not in routes:
-            raise RequestError(404, f"no such path {path!r}; POST /invocations scores rows", "NOT_FOUND")
-        if method != routes[path]:
-            raise RequestError(405, f"{path} takes {routes[path]}, not {method}", "METHOD_NOT_ALLOWED")
-        if path in ("/ping", "/health"):
-            return 200, {"status": "ok"}
-        if path == "/version":
-            from mlflow.version import VERSION
-
-            return 200, {"mlflow": VERSION, "model": self.model_uri}
-        frame = parse(body, headers.get("content-type", ""), self.scoring)
-        return 200, {"predictions": await asyncio.to_thread(predictions, frame, self.model, self.scoring)}
-
-    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
-        """The request body, refused (413) once it passes the limit; the rest is read and dropped, so the
-        client gets the answer and memory holds at most the limit."""
-        declared = headers.get("content-length", "")
-        too_big = declared.isdigit() and int(declared) > self.max_bytes
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            too_big = too_big or size > self.max_bytes
-            if not too_big:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if too_big:
-            megabytes = self.max_bytes / 2**20
-            raise RequestError(
-                413,
-                f"request body is {max(size, int(declared or 0))} bytes, over the limit of {megabytes:g} MB "
-                "(--max-request-mb); send fewer rows per request",
-                "REQUEST_LIMIT_EXCEEDED",
-            )
-        return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: Any) -> None:
-    data = json.dumps(body, allow_nan=False).encode() + b"\n"
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+            log.exception("%s %s failed", request.method, request.url.path)
+            return error(500, "INTERNAL_ERROR", "the model failed; see the server log")
+        return OneLineJSON({"predictions": rows})
 
 
 # --- command line ----------------------------------------------------------------------------------------------
