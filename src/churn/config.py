@@ -298,12 +298,20 @@ class Threshold(Block):
         return self.min if self.min is not None else self.max
 
 
+class CardParams(Block):
+    """What the model card says a person should and should not use the model for (reports/model_card.md)."""
+
+    intended_use: Text
+    limits: list[Text]
+
+
 class RegisterParams(Block):
     model_name: Text
     thresholds: dict[str, Threshold]  # metric -> gate
     min_improvement: NonNegative
     allow_other_data: Flag  # compare with a champion trained on other data (another data.md5)
     profile_bins: at_least(2)  # quantile bins per numeric column of the training profile (drift reference)
+    card: CardParams  # the model card's intended use and limits
 
     @field_validator("thresholds", mode="before")
     @classmethod

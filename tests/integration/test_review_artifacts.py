@@ -174,6 +174,7 @@ def test_report_plots_are_linked_relative_to_it(project):
     links = re.findall(r"\]\(([^)]+)\)", project["report"])
     assert "review/roc.png" in links and "review/prc.png" in links and "review/plots/index.html" in links
     assert "figures/confusion_matrix.png" in links
+    assert "model_card.md" in links  # the register stage's model card, beside the report
     assert all((reports / link).is_file() for link in links), links
     assert (reports / "review" / "roc.png").read_bytes().startswith(b"\x89PNG")
     status = run(["git", "status", "--porcelain"], project["root"]).stdout

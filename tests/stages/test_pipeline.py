@@ -297,5 +297,8 @@ def test_register_writes_the_model_card(pipeline):
     low, high = metrics["roc_auc_ci_low"], metrics["roc_auc_ci_high"]
     assert f"| ROC AUC | {metrics['roc_auc']:.3f} | [{low:.3f}, {high:.3f}] |" in card
     assert "| contract_type | Month-to-month |" in card
+    stated = pipeline.params.register.card  # intended use and limits come from params (register.card)
+    assert f"## Intended use\n\n{stated.intended_use}\n" in card
+    assert all(f"- {limit}\n" in card for limit in stated.limits) and stated.limits
     # the card of the fixture's last register run, whose stricter gate the model fails
     assert f"- Failed:\n  - roc_auc = {metrics['roc_auc']:.3f} (needs >= 0.999): FAIL\n" in card

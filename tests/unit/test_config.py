@@ -250,7 +250,12 @@ def test_bad_gate_names_the_metric(params_raw, gate, key, words):
 def test_gate_is_data_for_mlflow():
     gates = {"brier": {"max": 0.2}, "f1": {"min": 1}}
     register = RegisterParams(
-        model_name="m", thresholds=gates, min_improvement=0, allow_other_data=False, profile_bins=10
+        model_name="m",
+        thresholds=gates,
+        min_improvement=0,
+        allow_other_data=False,
+        profile_bins=10,
+        card={"intended_use": "u", "limits": []},
     )
     assert register.thresholds["f1"] == Threshold(min=1.0)
     assert [(t.value, t.greater_is_better) for t in register.thresholds.values()] == [(0.2, False), (1.0, True)]

@@ -13,7 +13,12 @@ from churn.tracking.registry import failures, gate
 
 def thresholds(**bounds: dict[str, float]):
     """`register.thresholds` as params.yaml gives it, validated by the config."""
-    settings = {"min_improvement": 0.0, "allow_other_data": False, "profile_bins": 10}
+    settings = {
+        "min_improvement": 0.0,
+        "allow_other_data": False,
+        "profile_bins": 10,
+        "card": {"intended_use": "u", "limits": []},
+    }
     return RegisterParams(model_name="m", thresholds=bounds, **settings).thresholds
 
 

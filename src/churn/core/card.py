@@ -24,12 +24,18 @@ def model_card(
     decision: dict,
     threshold: float,
     top_share: float,
+    intended_use: str,
+    limits: list[str],
 ) -> str:
     """The card as Markdown. `data`: raw path, md5, target, positive label, numerical and categorical columns);
     `quality`: reports/data_quality.json; `metrics`: reports/metrics.json; `slices`: reports/slices.json;
     `decision`: the gate's decision (reports/register.json without serving details)."""
     lines = [
         f"# Model card: {model_name}",
+        "",
+        "## Intended use",
+        "",
+        intended_use,
         "",
         "## Model",
         "",
@@ -86,6 +92,7 @@ def model_card(
         "",
         "## Limits",
         "",
+        *(f"- {limit}" for limit in limits),
         "- The intervals cover resampling of this test split only, not a change in the population: scoring "
         "measures drift against the training profile the registered model carries (churn.tools.predict).",
         "- Slices with few rows have wide uncertainty; a slice without both classes has no ROC AUC.",

@@ -111,6 +111,7 @@ def run(params: Params) -> None:
                 decision=decision,
                 threshold=params.evaluate.threshold,
                 top_share=params.evaluate.top_share,
+                **settings.card.model_dump(),
             )
             staged[str(MODEL_CARD)].write_text(card)
             run.log_artifact(staged[str(MODEL_CARD)], "reports")

@@ -171,6 +171,14 @@ def plots_section(base: str, output: Path) -> list[str]:
 # --- the report ---------------------------------------------------------------------------------------
 
 
+def card_section(output: Path) -> list[str]:
+    """A link to the register stage's model card (intended use, intervals, calibration, slices, limits)."""
+    if not paths.MODEL_CARD.exists():
+        return [f"No model card: {paths.MODEL_CARD} is written by the register stage (bin/dvc repro).", ""]
+    link = Path(os.path.relpath(paths.MODEL_CARD, output.parent)).as_posix()
+    return [f"The model card of this workspace's model: [{paths.MODEL_CARD.name}]({link}).", ""]
+
+
 def report(params, base: str, output: Path) -> Path:
     """Write the review report of this workspace against `base`; returns its path."""
     rev, commit = resolve_base(base)
@@ -207,6 +215,7 @@ def report(params, base: str, output: Path) -> Path:
         "",
         *champion_section(params, metrics, decision),
         "",
+        *card_section(output),
         "## Plots",
         "",
         *plots_section(rev, output),
