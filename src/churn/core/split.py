@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from churn.config import DataParams, PrepareParams
-from churn.core.streaming import SeenKeys
 from churn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,14 +45,15 @@ def identity(data: DataParams) -> list[str]:
 
 class Sides:
     """The split of a cleaned table that arrives in batches (a small table is one batch), and what each side
-    got: rows, positives, and the test rows identical to a train row (found through the rows' identity keys:
-    8 bytes per distinct train row and per test row)."""
+    got: rows, positives, and the test rows identical to a train row (found through the rows' identity keys,
+    8 bytes a row, once all batches are in: each train batch's keys looked up among the test keys, sorted once.
+    A growing set of the train keys probed batch by batch cost more per row the larger the table)."""
 
     def __init__(self, data: DataParams, settings: PrepareParams, source: str) -> None:
         self.data, self.settings, self.source = data, settings, source
         self.rows = dict.fromkeys(SIDES, 0)
         self.positives = dict.fromkeys(SIDES, 0)
-        self._train_keys = SeenKeys()
+        self._train_keys: list[np.ndarray] = []
         self._test_keys: list[np.ndarray] = []
 
     def split(self, frame: pd.DataFrame, identities: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,13 +68,21 @@ class Sides:
         for side, rows in (("train", ~to_test), ("test", to_test)):
             self.rows[side] += int(rows.sum())
             self.positives[side] += int(labels[rows].sum())
-        self._train_keys.first_seen(identities[~to_test])
+        self._train_keys.append(identities[~to_test])
         self._test_keys.append(identities[to_test])
         return frame.loc[~to_test].reset_index(drop=True), frame.loc[to_test].reset_index(drop=True)
 
     def test_rows_in_train(self) -> int:
         """How many test rows equal a train row in features and target (once all batches are in)."""
-        return sum(int(self._train_keys.contains(keys).sum()) for keys in self._test_keys)
+        test, repeats = np.unique(np.concatenate([np.empty(0, np.uint64), *self._test_keys]), return_counts=True)
+        if not len(test):
+            return 0
+        in_train = np.zeros(len(test), dtype=bool)
+        for keys in self._train_keys:
+            keys = np.sort(keys)  # sorted lookups walk the test keys forward: fewer cache misses
+            at = np.minimum(np.searchsorted(test, keys), len(test) - 1)
+            in_train[at[test[at] == keys]] = True
+        return int(repeats[in_train].sum())
 
     def positive_share(self, side: str) -> float:
         return self.positives[side] / self.rows[side] if self.rows[side] else 0.0
