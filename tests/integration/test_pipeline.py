@@ -45,7 +45,10 @@ def test_repro_runs_every_stage_under_one_parent(repo):
         assert tags["git.commit"] == tags["mlflow.source.git.commit"]
         assert "dvc.exp_name" not in tags  # plain repro: DVC provides no experiment name
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert set(metrics) == {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier"}
+    point = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier"}
+    intervals = {f"{m}_ci_{side}" for m in ("roc_auc", "pr_auc", "f1", "log_loss", "brier") for side in ("low", "high")}
+    trust = {"ece", "precision_at_k", "recall_at_k", "worst_slice_roc_auc"}  # calibration, lift, slices
+    assert set(metrics) == point | intervals | trust
     assert parents[0].data.metrics["test_roc_auc"] == metrics["roc_auc"]
 
 

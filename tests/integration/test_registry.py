@@ -247,7 +247,10 @@ def scored_csv(repo, rows, tmp_path_factory) -> pd.DataFrame:
 
 
 def test_predict_csv_passes_ids_through_and_labels_at_the_threshold(scored_csv, rows):
-    assert list(scored_csv.columns) == ["customer_id", "churn_probability", "churn_label"]
+    assert list(scored_csv.columns) == ["customer_id", "churn_probability", "churn_label", "unseen_values"]
+    # the one row with a category the model never met in training (contract "Weekly") is flagged
+    weekly = rows["contract_type"] == "Weekly"
+    assert weekly.sum() == 1 and scored_csv.loc[weekly, "unseen_values"].all()
     assert scored_csv["customer_id"].tolist() == rows["customer_id"].tolist()
     assert scored_csv["churn_probability"].between(0, 1, inclusive="neither").all()
     assert (scored_csv["churn_label"] == (scored_csv["churn_probability"] >= 0.5).astype(int)).all()
