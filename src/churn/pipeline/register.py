@@ -21,7 +21,7 @@ from churn.core.models import inference_pipeline
 from churn.core.quality import labels_of
 from churn.pipeline import entry
 from churn.storage.outputs import StagedOutputs, read_json, read_pickle, write_json
-from churn.storage.parquet import iter_parquet, read_parquet
+from churn.storage.parquet import iter_parquet
 from churn.storage.paths import (
     DATA_QUALITY,
     DECISION,
@@ -60,7 +60,8 @@ def run(params: Params) -> None:
             run.log_params({"register": settings.model_dump(exclude_none=True)})
             pipeline = inference_pipeline(read_pickle(PREPROCESSOR), read_pickle(MODEL))
             metrics = read_json(METRICS)
-            example = read_parquet(PREPARED_TEST)[list(data.features)].head(5)
+            # the held-out split's first 5 rows, read as such (not the whole split for 5 rows)
+            example = next(iter_parquet(PREPARED_TEST, 5, list(data.features)))
             signature = raw_signature(data, example, pipeline.predict_proba(example))
             columns, batch_rows = list(data.features), params.resources.batch_rows
             profile = make_profile(
